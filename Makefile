@@ -1,0 +1,29 @@
+# Two entry points: `make demo` (render the shared objects) and `make test` (the CI suite).
+# Each creates .venv on a fresh machine and installs what it needs.
+PY ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+$(STAMP): setup.py
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+.PHONY: install test test-slow demo bench lint
+install: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest tests
+
+test-slow: $(STAMP)
+	$(VENV)/bin/python -m pytest tests -m slow
+
+demo: $(STAMP)
+	$(VENV)/bin/python -m launch.render_demo --out=outputs/demo
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m benchmarks.rasterizer
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ga_jax kernels launch tests benchmarks

@@ -1,0 +1,36 @@
+"""Installs ga_jax (the library) and kernels (the surfel compositing kernel).
+
+Only these two packages are installed: `launch`, `configs` and `tests` are run from a checkout,
+and `kernels` must never be confused with the unrelated PyPI package of that name.
+"""
+
+from setuptools import find_packages, setup
+
+# Versions checked to resolve together on CPython 3.11 (see ../shared/notes/dependencies.md).
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "grain==0.2.18",
+    "ml-collections==1.1.0",
+    "clu==0.0.12",
+    "transformers==4.57.6",  # 5.x has no Flax models.
+    "numpy>=2.0",
+    "pillow>=10",
+]
+
+setup(
+    name="ga_jax",
+    version="0.1.0",
+    description="GaussianAnything in JAX/Flax: point-cloud latent 3D VAE, flow DiTs, surfel rasterizer",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ga_jax", "ga_jax.*", "kernels", "kernels.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        # On GPU machines jax usually comes preinstalled; this extra is for fresh CUDA 12 hosts.
+        "cuda": ["jax[cuda12]==0.10.2"],
+        "test": ["pytest==9.2.0", "ruff>=0.6"],
+    },
+)
