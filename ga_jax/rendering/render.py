@@ -1,0 +1,122 @@
+"""render_surfels: project -> intersect tiles -> composite, batched over objects and cameras."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from ga_jax.rendering.cameras import Cameras
+from ga_jax.rendering.project import project_surfels
+from ga_jax.rendering.surfels import Surfels, check_surfels
+from ga_jax.rendering.tiles import default_capacity, intersect_tiles
+from kernels.api import IMPLEMENTATIONS, composite
+from kernels.config import TileConfig
+
+
+@struct.dataclass
+class RenderOutput:
+    """Renders of surfels [..., N] by cameras [..., C]: every image field has leading [..., C].
+
+    depth is the accumulated sum w_i z_i (divide by alpha for the expected depth, see
+    `expected_depth`); normals are accumulated, not normalised.
+    """
+
+    rgb: jax.Array  # [..., C, H, W, D] composited over the background
+    alpha: jax.Array  # [..., C, H, W]
+    depth: jax.Array  # [..., C, H, W] sum w z (camera z)
+    median_depth: jax.Array  # [..., C, H, W] 0 where nothing reached T < 0.5 ... see kernels
+    normal_cam: jax.Array  # [..., C, H, W, 3] camera space
+    normal_world: jax.Array  # [..., C, H, W, 3] world space
+    distortion: jax.Array  # [..., C, H, W]
+    num_intersections: jax.Array  # [..., C] surfel-tile pairs needed
+    overflow: jax.Array  # [..., C] bool: pairs beyond the capacity were dropped
+
+    def expected_depth(self, eps: float = 1e-6) -> jax.Array:
+        return self.depth / jnp.maximum(self.alpha, eps)
+
+
+def _check_cameras(cameras: Cameras) -> None:
+    if cameras.cam2world.shape[-2:] != (4, 4):
+        raise ValueError(f"cameras.cam2world: expected [..., 4, 4], got {cameras.cam2world.shape}")
+    if cameras.intrinsics.shape != cameras.cam2world.shape[:-2] + (3, 3):
+        raise ValueError(
+            f"cameras.intrinsics: expected {cameras.cam2world.shape[:-2] + (3, 3)}, "
+            f"got {cameras.intrinsics.shape}"
+        )
+    for name in ("cam2world", "intrinsics"):
+        value = getattr(cameras, name)
+        if not isinstance(value, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(value))):
+            raise ValueError(f"cameras.{name}: contains NaN or inf")
+    if cameras.height < 1 or cameras.width < 1:
+        raise ValueError(f"cameras: image size must be positive, got {cameras.height}x{cameras.width}")
+
+
+def render_surfels(
+    surfels: Surfels,
+    cameras: Cameras,
+    background: jax.Array | None = None,
+    *,
+    backend: str = "xla",
+    config: TileConfig | None = None,
+    capacity: int | None = None,
+    check_inputs: bool = False,
+) -> RenderOutput:
+    """Render surfels [..., N] with cameras [..., C] (see Surfels, Cameras for conventions).
+
+    background: [D] or [..., C, D] colour behind the surfels (default black).
+    backend: 'xla' (default), 'pallas', 'dense' (all-pairs oracle) or 'cuda' (optional
+      package). capacity: surfel-tile pair slots per view (static; default
+      `default_capacity`). When a concrete (non-traced) render overflows it raises; under jit
+      check `overflow`.
+    Differentiable w.r.t. means, quaternions, scales, opacities, colours (and background).
+    """
+    if backend not in IMPLEMENTATIONS:
+        raise ValueError(f"backend: expected one of {IMPLEMENTATIONS}, got {backend!r}")
+    config = config or TileConfig()
+    if check_inputs:
+        check_surfels(surfels)
+        _check_cameras(cameras)
+    lead = surfels.means.shape[:-2]
+    num_views = cameras.cam2world.shape[-3]
+    channels = surfels.colors.shape[-1]
+    height, width = cameras.height, cameras.width
+    if background is None:
+        background = jnp.zeros((channels,), jnp.float32)
+    background = jnp.asarray(background, jnp.float32)
+    if background.shape[-1] != channels:
+        raise ValueError(
+            f"background: expected last dim {channels} (colour channels), got {background.shape}"
+        )
+    background = jnp.broadcast_to(background, lead + (num_views, channels))
+
+    splats = project_surfels(surfels, cameras, config)  # [..., C, N, ...]
+    flat = lambda x: x.reshape((-1,) + x.shape[len(lead) + 1 :])
+    splats_v = jax.tree.map(flat, splats)
+    if capacity is None:
+        capacity = default_capacity(surfels.num, height, width, config)
+    isect = jax.vmap(lambda s: intersect_tiles(s, height, width, config, capacity))(splats_v)
+    out = composite(
+        splats_v, isect, height, width, flat(background), config, implementation=backend
+    )
+    unflat = lambda x: x.reshape(lead + (num_views,) + x.shape[1:])
+    overflow = isect.count > capacity
+    if not isinstance(overflow, jax.core.Tracer) and bool(jnp.any(overflow)):
+        raise RuntimeError(
+            f"render_surfels: {int(jnp.max(isect.count))} surfel-tile pairs in a view exceed "
+            f"capacity={capacity}; pass a larger capacity"
+        )
+    normal_cam = unflat(out.normal)
+    rot = cameras.cam2world[..., :3, :3]  # [..., C, 3, 3]
+    normal_world = jnp.einsum("...ij,...hwj->...hwi", rot, normal_cam)
+    return RenderOutput(
+        rgb=unflat(out.color),
+        alpha=unflat(out.alpha),
+        depth=unflat(out.depth),
+        median_depth=unflat(out.median_depth),
+        normal_cam=normal_cam,
+        normal_world=normal_world,
+        distortion=unflat(out.distortion),
+        num_intersections=unflat(isect.count),
+        overflow=unflat(overflow),
+    )

@@ -1,0 +1,46 @@
+"""The one public compositing entry point: `composite(..., implementation=...)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+
+from kernels.config import TileConfig
+from kernels.types import CompositeOutput, Splats, TileIntersections
+
+IMPLEMENTATIONS = ("xla", "pallas", "dense", "cuda")
+
+
+def _get(implementation: str) -> Callable:
+    if implementation == "xla":
+        from kernels.xla_composite import composite_xla
+
+        return composite_xla
+    if implementation == "pallas":
+        from kernels.pallas_composite import composite_pallas
+
+        return composite_pallas
+    if implementation == "dense":
+        from kernels.reference import composite_dense
+
+        return lambda splats, isect, h, w, bg, cfg: composite_dense(splats, h, w, bg, cfg)
+    if implementation == "cuda":
+        from kernels.cuda_adapter import composite_cuda
+
+        return composite_cuda
+    raise ValueError(f"implementation: expected one of {IMPLEMENTATIONS}, got {implementation!r}")
+
+
+def composite(
+    splats: Splats,  # leading [V] views: fields [V, N, ...]
+    isect: TileIntersections,  # leading [V]
+    height: int,
+    width: int,
+    background: jax.Array,  # [V, D]
+    config: TileConfig = TileConfig(),
+    implementation: str = "xla",
+) -> CompositeOutput:
+    """Composite V views; each field of the result has leading [V]."""
+    fn = _get(implementation)
+    return jax.vmap(lambda s, i, b: fn(s, i, height, width, b, config))(splats, isect, background)

@@ -1,0 +1,115 @@
+"""Dense all-pairs surfel compositor: the test oracle for every other implementation.
+
+Every pixel is tested against every surfel, with no tiles, in plain jnp. It follows the
+per-pixel loop of the 2DGS reference rasterizer (diff-surfel-rasterization, forward.cu)
+step by step, so it also documents the maths:
+
+For a pixel centre (x, y) and a surfel with transform rows T_u, T_v, T_w (splat -> pixel):
+  k = x T_w - T_u,  l = y T_w - T_v,  q = k x l      (skip the pair when q_z == 0)
+  (u, v) = (q_x / q_z, q_y / q_z)                   ray-splat intersection, splat coords
+  rho3d = u^2 + v^2
+  rho2d = 2 |(x, y) - centre|^2                      low-pass filter, radius sqrt(2)/2 px
+  rho = min(rho3d, rho2d)
+  z = u T_w.x + v T_w.y + T_w.z if rho3d <= rho2d else T_w.z   (camera z of the hit)
+  alpha = min(0.99, o exp(-rho / 2));  skip if z < near or alpha < 1/255
+Front to back in order of centre depth (ties by surfel index), T = 1:
+  if T (1 - alpha) < 1e-4: stop (this surfel is not composited)
+  w = alpha T;  C += w c;  D += w z;  N += w n
+  m = far / (far - near) (1 - near / z)
+  distortion += w (m^2 (1 - T) + M2 - 2 m M1);  M1 += w m;  M2 += w m^2
+  if T > 0.5: median = z
+  T *= 1 - alpha
+Output colour = C + T background, alpha = 1 - T.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from kernels.config import TileConfig
+from kernels.types import CompositeOutput, Splats
+
+
+def pixel_centers(height: int, width: int) -> tuple[jax.Array, jax.Array]:
+    """x, y of every pixel centre, row-major, each [H*W]."""
+    ys, xs = jnp.meshgrid(
+        jnp.arange(height, dtype=jnp.float32) + 0.5,
+        jnp.arange(width, dtype=jnp.float32) + 0.5,
+        indexing="ij",
+    )
+    return xs.reshape(-1), ys.reshape(-1)
+
+
+def composite_dense(
+    splats: Splats,
+    height: int,
+    width: int,
+    background: jax.Array,  # [D]
+    config: TileConfig = TileConfig(),
+) -> CompositeOutput:
+    """Composite every surfel at every pixel (O(H W N)); differentiable by autodiff."""
+    cfg = config
+    px, py = pixel_centers(height, width)
+    num_pixels = px.shape[0]
+    channels = splats.colors.shape[-1]
+    sort_key = jnp.where(splats.valid, splats.depths, jnp.inf)
+    order = jnp.argsort(sort_key, stable=True)
+
+    def step(carry, i):
+        trans, done, color, depth, normal, m1, m2, dist, median = carry
+        t_u, t_v, t_w = splats.transforms[i, 0], splats.transforms[i, 1], splats.transforms[i, 2]
+        k = px[:, None] * t_w - t_u
+        l = py[:, None] * t_w - t_v
+        q = jnp.cross(k, l)
+        hit = q[:, 2] != 0
+        q_z = jnp.where(hit, q[:, 2], 1.0)
+        u, v = q[:, 0] / q_z, q[:, 1] / q_z
+        rho3d = u * u + v * v
+        d_x = splats.means2d[i, 0] - px
+        d_y = splats.means2d[i, 1] - py
+        rho2d = cfg.filter_inv_square * (d_x * d_x + d_y * d_y)
+        rho = jnp.minimum(rho3d, rho2d)
+        z = jnp.where(rho3d <= rho2d, u * t_w[0] + v * t_w[1] + t_w[2], t_w[2])
+        alpha = jnp.minimum(cfg.alpha_max, splats.opacities[i] * jnp.exp(-0.5 * rho))
+        use = splats.valid[i] & hit & (z >= cfg.near) & (alpha >= cfg.alpha_min) & ~done
+        test_trans = trans * (1.0 - alpha)
+        stop = use & (test_trans < cfg.transmittance_min)
+        contrib = use & ~stop
+        done = done | stop
+        w = jnp.where(contrib, alpha * trans, 0.0)
+        z_safe = jnp.where(contrib, z, 1.0)
+        m = cfg.far / (cfg.far - cfg.near) * (1.0 - cfg.near / z_safe)
+        dist = dist + w * (m * m * (1.0 - trans) + m2 - 2.0 * m * m1)
+        depth = depth + w * z_safe
+        m1 = m1 + w * m
+        m2 = m2 + w * m * m
+        median = jnp.where(contrib & (trans > 0.5), z_safe, median)
+        normal = normal + w[:, None] * splats.normals[i]
+        color = color + w[:, None] * splats.colors[i]
+        trans = jnp.where(contrib, test_trans, trans)
+        return (trans, done, color, depth, normal, m1, m2, dist, median), None
+
+    zeros = jnp.zeros((num_pixels,), jnp.float32)
+    init = (
+        jnp.ones((num_pixels,), jnp.float32),
+        jnp.zeros((num_pixels,), bool),
+        jnp.zeros((num_pixels, channels), jnp.float32),
+        zeros,
+        jnp.zeros((num_pixels, 3), jnp.float32),
+        zeros,
+        zeros,
+        zeros,
+        zeros,
+    )
+    (trans, _, color, depth, normal, _, _, dist, median), _ = jax.lax.scan(step, init, order)
+    color = color + trans[:, None] * background
+    hw = (height, width)
+    return CompositeOutput(
+        color=color.reshape(*hw, channels),
+        alpha=(1.0 - trans).reshape(hw),
+        depth=depth.reshape(hw),
+        median_depth=median.reshape(hw),
+        normal=normal.reshape(*hw, 3),
+        distortion=dist.reshape(hw),
+    )
