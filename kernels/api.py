@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -32,6 +33,9 @@ def _get(implementation: str) -> Callable:
     raise ValueError(f"implementation: expected one of {IMPLEMENTATIONS}, got {implementation!r}")
 
 
+@functools.partial(
+    jax.jit, static_argnames=("height", "width", "config", "implementation")
+)
 def composite(
     splats: Splats,  # leading [V] views: fields [V, N, ...]
     isect: TileIntersections,  # leading [V]

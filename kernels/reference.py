@@ -24,6 +24,8 @@ Output colour = C + T background, alpha = 1 - T.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -41,6 +43,7 @@ def pixel_centers(height: int, width: int) -> tuple[jax.Array, jax.Array]:
     return xs.reshape(-1), ys.reshape(-1)
 
 
+@functools.partial(jax.jit, static_argnames=("height", "width", "config"))
 def composite_dense(
     splats: Splats,
     height: int,

@@ -154,13 +154,11 @@ def composite_xla(
     @jax.checkpoint
     def pass2(args):
         g_all, f_all, x, y, trans = args
-        done = trans < cfg.transmittance_min
-        zeros = jnp.zeros_like(trans)
-        weight, wz, m1, m2, dist, med = zeros, zeros, zeros, zeros, zeros, zeros
-        has_med = jnp.zeros(trans.shape, bool)
-        feat = jnp.zeros(trans.shape + f_all.shape[-1:], jnp.float32)
-        for c in range(g_all.shape[1]):  # unrolled: XLA fuses the whole chunk
-            alpha, z = _pair_alpha_depth(g_all[:, c, None, :], x, y, cfg)
+
+        def step(carry, pair):
+            trans, done, weight, wz, feat, m1, m2, dist, med, has_med = carry
+            g, f = pair  # [group, 12], [group, 3 + D]
+            alpha, z = _pair_alpha_depth(g[:, None, :], x, y, cfg)
             use = (alpha > 0) & ~done
             test_trans = trans * (1.0 - alpha)
             stop = use & (test_trans < cfg.transmittance_min)
@@ -169,14 +167,20 @@ def composite_xla(
             m = m_scale * (1.0 - cfg.near / z)
             dist = dist + w * (m * m * (1.0 - trans) + m2 - 2.0 * m * m1)
             weight, wz = weight + w, wz + w * z
-            feat = feat + w[..., None] * f_all[:, c, None, :]
+            feat = feat + w[..., None] * f[:, None, :]
             m1, m2 = m1 + w * m, m2 + w * m * m
             at_median = contrib & (trans > 0.5)
             med = jnp.where(at_median, z, med)
-            has_med = has_med | at_median
             trans = jnp.where(contrib, test_trans, trans)
-            done = done | stop
-        return weight, wz, feat, m1, m2, dist, med, has_med
+            carry = (trans, done | stop, weight, wz, feat, m1, m2, dist, med, has_med | at_median)
+            return carry, None
+
+        zeros = jnp.zeros_like(trans)
+        init = (trans, trans < cfg.transmittance_min, zeros, zeros,
+                jnp.zeros(trans.shape + f_all.shape[-1:], jnp.float32), zeros, zeros, zeros,
+                zeros, jnp.zeros(trans.shape, bool))
+        carry, _ = jax.lax.scan(step, init, (jnp.swapaxes(g_all, 0, 1), jnp.swapaxes(f_all, 0, 1)))
+        return carry[2:]
 
     outs = jax.lax.map(
         pass2, (grouped(geom), grouped(feats), grouped(px), grouped(py), grouped(trans_start))

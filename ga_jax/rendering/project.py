@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -69,6 +71,7 @@ def _project_one_view(
     )
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
 def project_surfels(
     surfels: Surfels, cameras: Cameras, config: TileConfig = TileConfig()
 ) -> Splats:

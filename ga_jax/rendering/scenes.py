@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -11,6 +13,9 @@ from ga_jax.rendering.surfels import Surfels
 SCALE_UNIT = 0.006492
 
 
+@functools.partial(
+    jax.jit, static_argnames=("num", "channels", "scale_pre_std", "on_sphere", "radius")
+)
 def random_surfels(
     key: jax.Array,
     num: int,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,7 @@ def default_capacity(num_surfels: int, height: int, width: int, config: TileConf
     return int(8 * num_surfels + 2 * rows * cols)
 
 
+@functools.partial(jax.jit, static_argnames=("height", "width", "config", "capacity"))
 def intersect_tiles(
     splats: Splats,
     height: int,
