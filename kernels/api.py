@@ -47,4 +47,9 @@ def composite(
 ) -> CompositeOutput:
     """Composite V views; each field of the result has leading [V]."""
     fn = _get(implementation)
-    return jax.vmap(lambda s, i, b: fn(s, i, height, width, b, config))(splats, isect, background)
+    per_view = lambda args: fn(args[0], args[1], height, width, args[2], config)
+    if implementation == "pallas":
+        return jax.vmap(per_view)((splats, isect, background))  # views become a grid axis
+    # A loop over views: batched gathers and scans are several times slower on CPU than a
+    # loop of unbatched ones, and the loop keeps one view's temporaries alive at a time.
+    return jax.lax.map(per_view, (splats, isect, background))

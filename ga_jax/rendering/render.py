@@ -11,7 +11,7 @@ from ga_jax.rendering.project import project_surfels
 from ga_jax.rendering.surfels import Surfels, check_surfels
 from ga_jax.rendering.tiles import default_capacity, intersect_tiles
 from kernels.api import IMPLEMENTATIONS, composite
-from kernels.config import TileConfig
+from kernels.config import TileConfig, default_config
 
 
 @struct.dataclass
@@ -66,14 +66,14 @@ def render_surfels(
 
     background: [D] or [..., C, D] colour behind the surfels (default black).
     backend: 'xla' (default), 'pallas', 'dense' (all-pairs oracle) or 'cuda' (optional
-      package). capacity: surfel-tile pair slots per view (static; default
+      package). config: tile settings (default `default_config(backend)`). capacity: surfel-tile pair slots per view (static; default
       `default_capacity`). When a concrete (non-traced) render overflows it raises; under jit
       check `overflow`.
     Differentiable w.r.t. means, quaternions, scales, opacities, colours (and background).
     """
     if backend not in IMPLEMENTATIONS:
         raise ValueError(f"backend: expected one of {IMPLEMENTATIONS}, got {backend!r}")
-    config = config or TileConfig()
+    config = config or default_config(backend)
     if check_inputs:
         check_surfels(surfels)
         _check_cameras(cameras)
