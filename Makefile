@@ -20,10 +20,10 @@ test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest tests -m slow
 
 demo: $(STAMP)
-	$(VENV)/bin/python -m launch.render_demo --out=outputs/demo
+	$(VENV)/bin/python -m launch.fit_surfels --config=configs/fit_surfels.py --workdir=outputs/demo
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.rasterizer
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ga_jax kernels launch tests benchmarks
+	$(VENV)/bin/ruff check ga_jax kernels launch tests configs

@@ -33,10 +33,6 @@ _GEOM = 12
 _GROUP_CHUNKS = 2048
 
 
-def cfg_group_size(num_chunks: int) -> int:
-    return _GROUP_CHUNKS
-
-
 def _pair_alpha_depth(geom: jax.Array, px: jax.Array, py: jax.Array, cfg: TileConfig):
     """alpha (0 where the pair is skipped) and hit depth for pairs broadcast from geom [..., 12]
     against pixel centres px, py."""
@@ -106,7 +102,6 @@ def composite_xla(
     cfg = config
     rows, cols = cfg.grid(height, width)
     num_tiles, ts = rows * cols, cfg.tile_size
-    channels = splats.colors.shape[-1]
 
     slots, chunk_tile, first = chunk_layout(isect, num_tiles, cfg.chunk_size)
     sid = jnp.where(slots >= 0, isect.surfel_ids[jnp.maximum(slots, 0)], -1)
@@ -129,7 +124,7 @@ def composite_xla(
     # Both passes run over groups of chunks under jax.checkpoint, so the backward pass
     # recomputes one group at a time and peak memory stays bounded.
     num_chunks = geom.shape[0]
-    group = min(cfg_group_size(num_chunks), num_chunks)
+    group = min(_GROUP_CHUNKS, num_chunks)
     num_groups = -(-num_chunks // group)
     pad = num_groups * group - num_chunks
 

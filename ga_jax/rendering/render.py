@@ -25,7 +25,7 @@ class RenderOutput:
     rgb: jax.Array  # [..., C, H, W, D] composited over the background
     alpha: jax.Array  # [..., C, H, W]
     depth: jax.Array  # [..., C, H, W] sum w z (camera z)
-    median_depth: jax.Array  # [..., C, H, W] 0 where nothing reached T < 0.5 ... see kernels
+    median_depth: jax.Array  # [..., C, H, W] z of the last surfel composited while T > 0.5
     normal_cam: jax.Array  # [..., C, H, W, 3] camera space
     normal_world: jax.Array  # [..., C, H, W, 3] world space
     distortion: jax.Array  # [..., C, H, W]
@@ -49,7 +49,9 @@ def _check_cameras(cameras: Cameras) -> None:
         if not isinstance(value, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(value))):
             raise ValueError(f"cameras.{name}: contains NaN or inf")
     if cameras.height < 1 or cameras.width < 1:
-        raise ValueError(f"cameras: image size must be positive, got {cameras.height}x{cameras.width}")
+        raise ValueError(
+            f"cameras: image size must be positive, got {cameras.height}x{cameras.width}"
+        )
 
 
 def render_surfels(
@@ -66,9 +68,9 @@ def render_surfels(
 
     background: [D] or [..., C, D] colour behind the surfels (default black).
     backend: 'xla' (default), 'pallas', 'dense' (all-pairs oracle) or 'cuda' (optional
-      package). config: tile settings (default `default_config(backend)`). capacity: surfel-tile pair slots per view (static; default
-      `default_capacity`). When a concrete (non-traced) render overflows it raises; under jit
-      check `overflow`.
+      package). config: tile settings (default `default_config(backend)`).
+    capacity: surfel-tile pair slots per view (static; default `default_capacity`). A
+      concrete (non-traced) render that overflows raises; under jit check `overflow`.
     Differentiable w.r.t. means, quaternions, scales, opacities, colours (and background).
     """
     if backend not in IMPLEMENTATIONS:
