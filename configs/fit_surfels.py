@@ -4,7 +4,7 @@
     python -m launch.fit_surfels --config=configs/fit_surfels.py:tiny --workdir=/tmp/fit
 
 Default: object Animals/0/10120 chunk 1 at 64 px, 2,048 surfels, 300 Adam steps; about
-2-3 minutes on the 2-core CPU; held-out PSNR rises from ~11 dB (see docs/results.md).
+about 7 minutes on the 2-core CPU; held-out PSNR rises from ~11 dB (see docs/results.md).
 """
 
 import ml_collections
