@@ -62,7 +62,11 @@ def bench_one(backend: str, num: int, res: int, config: TileConfig, repeats: int
     render = lambda s, c: render_surfels(s, c, backend=backend, config=config, capacity=capacity)
     fwd = jax.jit(lambda s, c: render(s, c).rgb)
     weights = jax.random.normal(jax.random.key(1), (1, res, res, 3))
-    loss = lambda s, c: jnp.sum(render(s, c).rgb * weights) + jnp.sum(render(s, c).alpha)
+
+    def loss(s, c):
+        out = render(s, c)
+        return jnp.sum(out.rgb * weights) + jnp.sum(out.alpha)
+
     fwd_bwd = jax.jit(jax.grad(loss))
     pairs = num * res * res if backend == "dense" else count * config.tile_size**2
     rows = []
