@@ -187,7 +187,6 @@ def composite_xla(
     # Cross-chunk terms of the distortion: pairs in earlier chunks of the same tile.
     m1_prev = _segmented_exclusive_sum(m1, first)
     m2_prev = _segmented_exclusive_sum(m2, first)
-    weight = acc[..., 0]
     dist = dist + m2_prev * weight - 2.0 * m1_prev * m1
 
     def to_tiles(x):

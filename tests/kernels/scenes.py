@@ -15,13 +15,10 @@ def random_view(
     width,
     channels=3,
     config=TileConfig(),
-    scale_pre_std=0.5,
-    scale_boost=1.0,
     view=1,
 ):
     """Splats of one view of a random surfel cloud (sizes as the VAE makes them)."""
-    surfels = random_surfels(jax.random.key(seed), num, channels, scale_pre_std=scale_pre_std)
-    surfels = surfels.replace(scales=surfels.scales * scale_boost)
+    surfels = random_surfels(jax.random.key(seed), num, channels)
     cams = orbit_cameras(2, height, width)
     splats = project_surfels(surfels, cams, config)
     return jax.tree.map(lambda x: x[view], splats)
