@@ -2,6 +2,7 @@
 
     python -m benchmarks.rasterizer                 # full table (xla; dense at small sizes)
     python -m benchmarks.rasterizer --backends=xla,pallas --sizes=4096x128
+    python -m benchmarks.rasterizer --backends=xla,pallas --sizes=73728x512 --views=8   # GPU target
 
 Scenes: random_surfels (centres on a sphere of radius 0.35, sizes from the VAE's scale
 activation, softplus(N(0, 0.5)) * 0.006492), one camera at radius 1.7 with the data's
@@ -53,29 +54,29 @@ def matmul_gflops(size: int = 2048) -> float:
     return 2 * size**3 / (ms * 1e-3) / 1e9
 
 
-def bench_one(backend: str, num: int, res: int, config: TileConfig, repeats: int):
+def bench_one(backend: str, num: int, res: int, config: TileConfig, repeats: int, views: int):
     surfels = random_surfels(jax.random.key(0), num)
-    cams = orbit_cameras(1, res, res)
+    cams = orbit_cameras(views, res, res)
     probe = render_surfels(surfels, cams, config=config)
-    count = int(probe.num_intersections[0])
-    capacity = max(int(count * 1.1), 1024)
+    count = int(jnp.sum(probe.num_intersections))
+    capacity = max(int(jnp.max(probe.num_intersections) * 1.1), 1024)
     render = lambda s, c: render_surfels(s, c, backend=backend, config=config, capacity=capacity)
     fwd = jax.jit(lambda s, c: render(s, c).rgb)
-    weights = jax.random.normal(jax.random.key(1), (1, res, res, 3))
+    weights = jax.random.normal(jax.random.key(1), (views, res, res, 3))
 
     def loss(s, c):
         out = render(s, c)
         return jnp.sum(out.rgb * weights) + jnp.sum(out.alpha)
 
     fwd_bwd = jax.jit(jax.grad(loss))
-    pairs = num * res * res if backend == "dense" else count * config.tile_size**2
+    pairs = views * num * res * res if backend == "dense" else count * config.tile_size**2
     rows = []
     modes = [("forward", fwd), ("forward+backward", fwd_bwd)]
     if backend == "dense":
         modes = modes[:1]  # the oracle's autodiff keeps every scan step: ~12 GB at 4096x128
     for mode, fn in modes:
         ms = timeit(fn, surfels, cams, repeats=repeats)
-        rows.append((mode, ms, pairs / (ms * 1e-3), peak_bytes(fn, surfels, cams)))
+        rows.append((mode, ms / views, pairs / (ms * 1e-3), peak_bytes(fn, surfels, cams)))
     return count, rows
 
 
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=None, help="default: per backend")
     parser.add_argument("--chunk", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--views", type=int, default=1, help="cameras rendered per call")
     args = parser.parse_args()
     sizes = SIZES
     if args.sizes:
@@ -99,6 +101,7 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"jax {jax.__version__}, {time.strftime('%Y-%m-%d')}")
     print(f"# f32 matmul 2048^3: {matmul_gflops():.0f} GFLOP/s")
+    print(f"# {args.views} view(s) per call; ms/view = call time / views")
     print("| backend | surfels | res | pairs (isect) | mode | ms/view | Gpairs/s | peak MB | vs dense |")
     print("|---|---|---|---|---|---|---|---|---|")
     dense_ms = {}
@@ -109,7 +112,7 @@ def main() -> None:
             if backend == "pallas" and jax.default_backend() == "cpu" and res > 128:
                 continue  # interpret mode: ~0.3 ms per grid step, not a speed measurement
             config = config_for(backend)
-            count, rows = bench_one(backend, num, res, config, args.repeats)
+            count, rows = bench_one(backend, num, res, config, args.repeats, args.views)
             for mode, ms, rate, peak in rows:
                 if backend == "dense":
                     dense_ms[(num, res, mode)] = ms
