@@ -41,6 +41,7 @@ __all__ = [
     "read_chunk",
     "read_ply_points",
     "unproject_depth",
+    "write_ply_points",
 ]
 
 # The files a chunk directory must hold (bbox.npy is ignored and may be absent).
@@ -399,6 +400,22 @@ def read_ply_points(path: str | os.PathLike) -> np.ndarray:
     if not np.all(np.isfinite(points)):
         raise GBufferError(f"{path}: expected finite coordinates, found NaN/inf")
     return points.astype(np.float32)
+
+
+def write_ply_points(path: str | os.PathLike, points: np.ndarray) -> None:
+    """Write points [P, 3] as the binary little-endian `float x, y, z` PLY that
+    read_ply_points reads (the layout of the data's fps-4096.ply)."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points: expected shape [P, 3], got {points.shape}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError(f"points: expected finite coordinates for {path}, found NaN/inf")
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {points.shape[0]}\n"
+        "property float x\nproperty float y\nproperty float z\nend_header\n"
+    )
+    Path(path).write_bytes(header.encode("ascii") + points.astype("<f4").tobytes())
 
 
 # --------------------------------------------------------------------------------------------
