@@ -18,7 +18,9 @@ INSTALL_REQUIRES = [
     "clu==0.0.12",
     "transformers==4.57.6",  # 5.x has no Flax models.
     "numpy>=2.0",
+    "scipy>=1.11",  # KD-trees for the data checks (jax depends on scipy anyway)
     "pillow>=10",
+    "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow (clu's writers need TF)
 ]
 
 setup(
