@@ -42,6 +42,10 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("layers", None),
     ("conv_in", None),
     ("conv_out", "tensor"),
+    # Small axes, replicated: norm scales, per-index tokens, the 10-d latent MLPs.
+    ("norm", None),
+    ("tokens", None),
+    ("latent", None),
 )
 
 

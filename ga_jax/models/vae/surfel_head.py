@@ -1,0 +1,198 @@
+"""Decoder features -> surfels: a base head and cascaded per-point upsamplers
+(DESIGN.md section 3, steps 4-5).
+
+Pre-activation layout of one surfel, K = 10 + colour channels (13 for RGB):
+    0:3   offset  base:  xyz = fps_xyz + base_offset_scale * tanh(o)       (0.1 * 0.225)
+                  child: xyz = parent_xyz + upsample_offset_scale * tanh(R) (0.225)
+    3     opacity sigmoid
+    4:6   scales  softplus(s) * scale_multiplier                            (0.006492)
+    6:10  quaternion (w, x, y, z), L2-normalised
+    10:K  colour  0.5 * tanh(c) + 0.5
+Children accumulate the other pre-activations, P_child = P_parent + R, and the activations
+are reapplied. Activations run in float32.
+
+Initialisation. Base head: zero kernel; bias zero except the scales (scale_bias_init = -2.5)
+and the quaternion's w (rotation_bias_init = 1). DESIGN.md says "zero weights except
+rotation (weight 1)"; we read that as the identity quaternion (1, 0, 0, 0) from the bias,
+since a kernel of ones would make the initial rotation depend on sum(features) and is
+undefined where that sum is 0. Every base surfel then starts at its FPS point with
+identical, axis-aligned attributes. Residual heads are zero-initialised, so at init every
+child equals its parent.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ga_jax.models.layers import BlockStack, Dtype, LayerNorm, TransformerBlock, constrain, dense
+from ga_jax.rendering.surfels import Surfels
+
+__all__ = ["SurfelHead", "Upsampler", "surfel_activations", "surfel_bias_init"]
+
+
+def surfel_activations(
+    xyz: jax.Array, pre: jax.Array, *, scale_multiplier: float = 0.006492
+) -> Surfels:
+    """Surfels from positions xyz [..., N, 3] and pre-activations pre [..., N, K] (float32)."""
+    pre = pre.astype(jnp.float32)
+    quat = pre[..., 6:10]
+    quat = quat / jnp.maximum(jnp.linalg.norm(quat, axis=-1, keepdims=True), 1e-8)
+    return Surfels(
+        means=xyz.astype(jnp.float32),
+        quaternions=quat,
+        scales=jax.nn.softplus(pre[..., 4:6]) * scale_multiplier,
+        opacities=jax.nn.sigmoid(pre[..., 3]),
+        colors=0.5 * jnp.tanh(pre[..., 10:]) + 0.5,
+    )
+
+
+def surfel_bias_init(scale_bias: float = -2.5, rotation_w: float = 1.0):
+    """Bias initialiser [K]: zeros, scales (4:6) = scale_bias, quaternion w (6) = rotation_w."""
+
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        bias = jnp.zeros(shape, dtype)
+        return bias.at[4:6].set(scale_bias).at[6].set(rotation_w)
+
+    return init
+
+
+class Upsampler(nn.Module):
+    """One cascade level: every parent feature spawns `factor` children.
+
+    features [B, N, D] -> (children [B, N*factor, D], residual pre-activations
+    [B, N*factor, K] float32). Per parent: [parent; factor learned tokens] (1 + factor
+    tokens) -> pre-norm transformer of `depth` blocks (attention only within that group) ->
+    keep the factor outputs; residual head LN -> Linear(D -> K), zero init. Child j of parent
+    n is row n * factor + j.
+    """
+
+    factor: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    num_channels: int = 13
+    scan_layers: bool = True
+    remat_policy: str = "none"
+    attention_impl: str = "xla"
+    attention_chunk_size: int = 1024
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        b, n, width = features.shape
+        child_tokens = self.param(
+            "child_tokens",
+            nn.with_logical_partitioning(
+                nn.initializers.truncated_normal(0.02), ("tokens", "embed")
+            ),
+            (self.factor, width),
+            self.param_dtype,
+        )
+        groups = jnp.concatenate(
+            [
+                features.reshape(b * n, 1, width).astype(self.dtype),
+                jnp.broadcast_to(child_tokens.astype(self.dtype), (b * n, self.factor, width)),
+            ],
+            axis=1,
+        )
+        groups = BlockStack(
+            TransformerBlock,
+            dict(
+                num_heads=self.num_heads,
+                head_dim=width // self.num_heads,
+                mlp_dim=self.mlp_dim,
+                qkv_bias=True,
+                qk_norm=True,
+                gelu_approximate=True,
+                attention_impl=self.attention_impl,
+                attention_chunk_size=self.attention_chunk_size,
+                **kw,
+            ),
+            num_layers=self.depth,
+            scan_layers=self.scan_layers,
+            remat_policy=self.remat_policy,
+            name="blocks",
+        )(groups)
+        children = constrain(groups[:, 1:].reshape(b, n * self.factor, width))
+        f32 = dict(dtype=jnp.float32, param_dtype=self.param_dtype)
+        residual = dense(
+            self.num_channels,
+            ("embed", None),
+            kernel_init=nn.initializers.zeros_init(),
+            name="head",
+            **f32,
+        )(LayerNorm(name="head_norm", **f32)(children))
+        return children, residual
+
+
+class SurfelHead(nn.Module):
+    """features [B, P, D], xyz [B, P, 3] -> [Surfels] per level, coarse to fine.
+
+    Level 0 is the base head (P surfels); level i > 0 has P * prod(factors[:i]) surfels.
+    levels: ((factor, depth), ...) for the upsamplers, e.g. ((8, 2), (4, 1), (3, 1)).
+    """
+
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    levels: tuple[tuple[int, int], ...] = ((8, 2), (4, 1), (3, 1))
+    color_dim: int = 3
+    base_offset_scale: float = 0.1 * 0.225
+    upsample_offset_scale: float = 0.225
+    scale_multiplier: float = 0.006492
+    scale_bias_init: float = -2.5
+    rotation_bias_init: float = 1.0
+    scan_layers: bool = True
+    remat_policy: str = "none"
+    attention_impl: str = "xla"
+    attention_chunk_size: int = 1024
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @property
+    def num_channels(self) -> int:
+        return 10 + self.color_dim
+
+    @nn.compact
+    def __call__(self, features: jax.Array, xyz: jax.Array) -> list[Surfels]:
+        if xyz.shape != features.shape[:-1] + (3,):
+            raise ValueError(
+                f"xyz: expected {features.shape[:-1] + (3,)} to match features "
+                f"{features.shape}, got {xyz.shape}"
+            )
+        f32 = dict(dtype=jnp.float32, param_dtype=self.param_dtype)
+        pre = dense(
+            self.num_channels,
+            ("embed", None),
+            kernel_init=nn.initializers.zeros_init(),
+            bias_init=surfel_bias_init(self.scale_bias_init, self.rotation_bias_init),
+            name="base",
+            **f32,
+        )(nn.silu(features.astype(jnp.float32)))
+        xyz = xyz.astype(jnp.float32) + self.base_offset_scale * jnp.tanh(pre[..., 0:3])
+        outputs = [surfel_activations(xyz, pre, scale_multiplier=self.scale_multiplier)]
+        for level, (factor, depth) in enumerate(self.levels):
+            features, residual = Upsampler(
+                factor,
+                depth,
+                self.num_heads,
+                self.mlp_dim,
+                num_channels=self.num_channels,
+                scan_layers=self.scan_layers,
+                remat_policy=self.remat_policy,
+                attention_impl=self.attention_impl,
+                attention_chunk_size=self.attention_chunk_size,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"upsample_{level}",
+            )(features)
+            xyz = jnp.repeat(xyz, factor, axis=-2) + self.upsample_offset_scale * jnp.tanh(
+                residual[..., 0:3]
+            )
+            pre = jnp.repeat(pre, factor, axis=-2) + residual
+            outputs.append(surfel_activations(xyz, pre, scale_multiplier=self.scale_multiplier))
+        return outputs

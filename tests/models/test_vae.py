@@ -1,0 +1,372 @@
+"""The VAE model: paper parameter counts, tiny-config shapes, initial surfels in closed form,
+the cascade formula, scan/loop and remat equivalence, XYZ PE / KL / clamp by hand, and the
+encoder's symmetries (view order, point order).
+
+Compiles dominate the runtime on CPU, so most tests share one jitted tiny-VAE apply and
+random parameters drawn in numpy from the eval_shape tree (no compiled init); one test
+runs the real init.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.vae import paper, tiny
+from configs.vae.model import tiny_model
+from ga_jax.models import LOGICAL_AXIS_RULES
+from ga_jax.models.layers import BlockStack, dot_product_attention, nerf_positional_encoding
+from ga_jax.models.vae import (
+    DiagonalGaussian,
+    DiTBlock,
+    SurfelHead,
+    Upsampler,
+    abstract_variables,
+    build_vae,
+    param_counts,
+)
+from ga_jax.models.vae.encoder import cell_centre_xyz
+from ga_jax.parallel.mesh import logical_shardings, make_mesh
+from ga_jax.rendering.surfels import check_surfels
+
+B, V, S = 2, 2, 32  # the tiny config's intended input: 2 views at 32 px
+SURFEL_FIELDS = ("means", "quaternions", "scales", "opacities", "colors")
+
+
+def _inputs(num_points: int, seed: int = 0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    encoder_input = jax.random.normal(k1, (B, V, S, S, 15))
+    # A plausible xyz map in channels 12:15 (objects live in [-0.45, 0.45]^3).
+    encoder_input = encoder_input.at[..., 12:15].set(0.45 * jnp.tanh(encoder_input[..., 12:15]))
+    fps_xyz = jax.random.uniform(k2, (B, num_points, 3), minval=-0.45, maxval=0.45)
+    return encoder_input, fps_xyz
+
+
+def _random_params(abstract_params, seed: int):
+    """Random parameters shaped like an (abstract) tree: kernels N(0, 1/fan_in), norm scales
+    1 + N(0, 0.1^2), the rest N(0, 0.1^2). Every zero-initialised path (adaLN gates,
+    residual heads, the multi-view proj_out) is live, so comparisons are not vacuous."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, x):
+        noise = rng.standard_normal(x.shape).astype(np.float32)
+        if path[-1].key == "scale":
+            return jnp.asarray(1 + 0.1 * noise)
+        if len(x.shape) < 2:
+            return jnp.asarray(0.1 * noise)
+        return jnp.asarray(noise / math.sqrt(math.prod(x.shape[:-1])))
+
+    return jax.tree_util.tree_map_with_path(draw, nn.unbox(abstract_params))
+
+
+def _stack_layers(tree):
+    """Unrolled BlockStack params (layers_0..layers_{n-1}) -> scanned ('layers', stacked)."""
+    if not isinstance(tree, dict):
+        return tree
+    if "layers_0" in tree:
+        n = len([k for k in tree if k.startswith("layers_")])
+        layers = [tree[f"layers_{i}"] for i in range(n)]
+        return {"layers": jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}
+    return {k: _stack_layers(v) for k, v in tree.items()}
+
+
+@pytest.fixture(scope="module")
+def tiny_vae():
+    cfg = tiny.get_config().model
+    assert not cfg.scan_layers  # the tests convert these unrolled params to scanned ones
+    model = build_vae(cfg)
+    encoder_input, fps_xyz = _inputs(cfg.num_points)
+    apply = jax.jit(lambda p, e, f: model.apply({"params": p}, e, f, train=False))
+    return dict(
+        cfg=cfg,
+        model=model,
+        params=_random_params(abstract_variables(model)["params"], seed=1),
+        encoder_input=encoder_input,
+        fps_xyz=fps_xyz,
+        apply=apply,
+    )
+
+
+# 1. Parameter counts of the paper config (the function launch/param_count.py prints).
+def test_paper_param_counts():
+    abstract = abstract_variables(build_vae(paper.get_config().model))
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(nn.unbox(abstract)))
+    counts = param_counts(abstract["params"])
+    assert abs(counts["encoder"] / 14.1e6 - 1) < 0.03, counts
+    assert abs(counts["decoder"] / 156.6e6 - 1) < 0.03, counts
+    # Measured: encoder 14,049,500; DiT 128,140,142 + surfel head 28,408,116 = 156,548,258.
+    assert counts["encoder"] == 14_049_500
+    assert counts["decoder"] == 156_548_258
+
+
+def test_paper_params_carry_logical_names_and_shard():
+    abstract = abstract_variables(build_vae(paper.get_config().model))["params"]
+    leaves = jax.tree.leaves(abstract, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    unnamed = [x for x in leaves if not isinstance(x, nn.LogicallyPartitioned)]
+    assert not unnamed, f"{len(unnamed)} parameters without logical axis names"
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
+    shardings = logical_shardings(abstract, mesh, LOGICAL_AXIS_RULES)
+    qkv = shardings["decoder"]["blocks"]["layers"]["attn"]["query"]["kernel"].spec
+    assert tuple(qkv) == (None, "fsdp", "tensor", None)  # ('layers', 'embed', 'heads', 'kv')
+
+
+def test_traces_in_bf16_with_scan_remat_under_an_8_device_mesh():
+    """eval_shape (no compile) of init + apply inside a mesh and the logical rules: every
+    logical constraint and parameter box must fit its array; outputs stay float32."""
+    cfg = tiny_model()
+    cfg.update(dict(scan_layers=True, remat_policy="dots_saveable", dtype="bfloat16"))
+    model = build_vae(cfg)
+    encoder_input, fps_xyz = _inputs(cfg.num_points)
+    encoder_input, fps_xyz = jnp.tile(encoder_input, (2, 1, 1, 1, 1)), jnp.tile(fps_xyz, (2, 1, 1))
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
+    with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+        variables = jax.eval_shape(
+            lambda: model.init(jax.random.key(0), encoder_input, fps_xyz, train=False)
+        )
+        surfels, posterior = jax.eval_shape(
+            lambda v: model.apply(v, encoder_input, fps_xyz, rngs={"latent": jax.random.key(1)}),
+            variables,
+        )
+    assert {x.dtype for x in jax.tree.leaves(nn.unbox(variables))} == {jnp.dtype("float32")}
+    assert {x.dtype for x in jax.tree.leaves((surfels, posterior))} == {jnp.dtype("float32")}
+    assert surfels[-1].means.shape == (2 * B, cfg.num_points * cfg.surfels.levels[0][0], 3)
+
+
+# 2 + 3. The real init: shapes of every output, and the initial surfels in closed form.
+def test_tiny_init_shapes_and_initial_surfels(tiny_vae):
+    cfg, model, fps_xyz = tiny_vae["cfg"], tiny_vae["model"], tiny_vae["fps_xyz"]
+    encoder_input = tiny_vae["encoder_input"]
+    # An rbg key: the same init, but XLA compiles its random bits about twice as fast on CPU.
+    variables = jax.jit(lambda k: model.init({"params": k}, encoder_input, fps_xyz, train=False))(
+        jax.random.key(1, impl="rbg")
+    )
+    params = nn.unbox(variables)["params"]
+    assert jax.tree.structure(params) == jax.tree.structure(tiny_vae["params"])
+    surfels, posterior = tiny_vae["apply"](params, encoder_input, fps_xyz)
+
+    p, c = cfg.num_points, cfg.latent_dim
+    assert posterior.mean.shape == posterior.logvar.shape == (B, p, c)
+    assert posterior.mean.dtype == jnp.float32
+    factors = [f for f, _ in cfg.surfels.levels]
+    assert len(surfels) == 1 + len(factors)
+    for level, s in enumerate(surfels):
+        n = p * math.prod(factors[:level])
+        assert s.means.shape == (B, n, 3)
+        assert s.quaternions.shape == (B, n, 4)
+        assert s.scales.shape == (B, n, 2)
+        assert s.opacities.shape == (B, n)
+        assert s.colors.shape == (B, n, cfg.surfels.color_dim)
+        assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(s))
+        check_surfels(s)
+
+    base = surfels[0]
+    np.testing.assert_array_equal(base.means, fps_xyz)  # zero-init offset head
+    scale = math.log1p(math.exp(-2.5)) * 0.006492  # softplus(-2.5) * 0.006492
+    np.testing.assert_allclose(base.scales, np.full(base.scales.shape, scale), rtol=1e-6)
+    np.testing.assert_allclose(base.quaternions, np.broadcast_to([1.0, 0, 0, 0], (B, p, 4)))
+    np.testing.assert_allclose(base.opacities, 0.5)
+    np.testing.assert_allclose(base.colors, 0.5)
+    for parent, child in zip(surfels[:-1], surfels[1:]):
+        f = child.num // parent.num
+        for name in SURFEL_FIELDS:  # zero-init residual heads: children copy their parent
+            want = jnp.repeat(getattr(parent, name), f, axis=1)
+            np.testing.assert_array_equal(getattr(child, name), want, err_msg=name)
+    for s in surfels:
+        np.testing.assert_allclose(jnp.linalg.norm(s.quaternions, axis=-1), 1.0, rtol=1e-6)
+        assert bool(jnp.all((s.opacities > 0) & (s.opacities < 1)))
+
+
+def _activate(xyz, pre):
+    """The surfel activations, written independently in float64 numpy."""
+    q = pre[..., 6:10] / np.linalg.norm(pre[..., 6:10], axis=-1, keepdims=True)
+    return dict(
+        means=xyz,
+        opacities=1 / (1 + np.exp(-pre[..., 3])),
+        scales=np.log1p(np.exp(pre[..., 4:6])) * 0.006492,
+        quaternions=q,
+        colors=0.5 * np.tanh(pre[..., 10:13]) + 0.5,
+    )
+
+
+def test_cascade_formula_with_random_heads():
+    """Random (non-zero) heads, two levels: base xyz = fps + 0.0225 tanh(o); child xyz =
+    parent xyz + 0.225 tanh(R[0:3]); child pre-activations = parent's + R (captured)."""
+    head = SurfelHead(num_heads=2, mlp_dim=32, levels=((3, 1), (2, 2)), scan_layers=False)
+    k1, k2 = jax.random.split(jax.random.key(3))
+    features = jax.random.normal(k1, (2, 5, 16))
+    xyz = jax.random.uniform(k2, (2, 5, 3), minval=-0.45, maxval=0.45)
+    params = _random_params(jax.eval_shape(head.init, k1, features, xyz)["params"], seed=3)
+    run = jax.jit(
+        lambda p: head.apply(
+            {"params": p},
+            features,
+            xyz,
+            capture_intermediates=lambda m, _: m.name == "base" or isinstance(m, Upsampler),
+            mutable=["intermediates"],
+        )
+    )
+    surfels, state = run(params)
+    inter = state["intermediates"]
+    pre = np.asarray(inter["base"]["__call__"][0], np.float64)
+    pos = np.asarray(xyz, np.float64) + 0.1 * 0.225 * np.tanh(pre[..., 0:3])
+    want = [_activate(pos, pre)]
+    for level, (factor, _) in enumerate(head.levels):
+        residual = np.asarray(inter[f"upsample_{level}"]["__call__"][0][1], np.float64)
+        pos = np.repeat(pos, factor, axis=1) + 0.225 * np.tanh(residual[..., 0:3])
+        pre = np.repeat(pre, factor, axis=1) + residual
+        want.append(_activate(pos, pre))
+    assert [s.num for s in surfels] == [5, 15, 30]
+    for got, expected in zip(surfels, want):
+        for name, value in expected.items():
+            np.testing.assert_allclose(getattr(got, name), value, atol=3e-6, err_msg=name)
+    assert np.ptp(np.asarray(surfels[-1].opacities)) > 0.1  # the heads really are non-trivial
+
+
+# 4. scan_layers and remat do not change the maths.
+def test_scan_matches_loop(tiny_vae):
+    cfg = tiny_model()
+    cfg.scan_layers = True
+    scanned = build_vae(cfg)
+    params, args = tiny_vae["params"], (tiny_vae["encoder_input"], tiny_vae["fps_xyz"])
+    stacked = _stack_layers(params)
+    assert jax.tree.structure(stacked) == jax.tree.structure(
+        nn.unbox(abstract_variables(scanned)["params"])
+    )
+    loop_out = tiny_vae["apply"](params, *args)
+    scan_out = jax.jit(lambda p: scanned.apply({"params": p}, *args, train=False))(stacked)
+    for a, b in zip(jax.tree.leaves(loop_out), jax.tree.leaves(scan_out)):
+        assert bool(jnp.all(jnp.isfinite(b)))
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
+
+
+def test_remat_keeps_the_parameter_tree():
+    shapes = []
+    for policy in ("none", "full", "dots_saveable"):
+        cfg = tiny_model()
+        cfg.remat_policy = policy
+        shapes.append(jax.tree.map(lambda x: x.shape, nn.unbox(abstract_variables(build_vae(cfg)))))
+    assert shapes[0] == shapes[1] == shapes[2]
+
+
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_remat_keeps_values_and_grads(scan_layers):
+    x = jax.random.normal(jax.random.key(5), (2, 6, 32))
+    c = jax.random.normal(jax.random.key(6), (2, 6, 32))
+    results = []
+    for policy in ("none", "full", "dots_saveable"):
+        stack = BlockStack(DiTBlock, dict(num_heads=2, mlp_dim=64), 2, scan_layers, policy)
+        if not results:
+            params = _random_params(jax.eval_shape(stack.init, jax.random.key(0), x, c), 7)
+        loss = lambda p, stack=stack: jnp.sum(jnp.sin(stack.apply(p, x, c)))  # noqa: E731
+        results.append(jax.jit(jax.value_and_grad(loss))(params))
+    for value, grads in results[1:]:
+        np.testing.assert_allclose(value, results[0][0], rtol=1e-6)
+        # Recomputation reorders float sums: measured max |diff| 2.4e-6 on O(1) gradients.
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(results[0][1])):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+# 5. Hand computations: XYZ PE, cell centres, KL, logvar clamp, reparameterised sample.
+def test_xyz_positional_encoding_by_hand():
+    xyz = np.array([[0.1, -0.2, 0.3], [0.45, 0.0, -0.45]], np.float32)
+    want = []
+    for p in xyz:
+        row = list(p)
+        for k in range(10):
+            row += [math.sin(2**k * c) for c in p] + [math.cos(2**k * c) for c in p]
+        want.append(row)
+    got = nerf_positional_encoding(jnp.asarray(xyz), 10)
+    assert got.shape == (2, 63)
+    np.testing.assert_allclose(got, np.array(want), atol=1e-6)
+
+
+def test_cell_centre_xyz_by_hand():
+    xyz_map = np.arange(2 * 8 * 8 * 3, dtype=np.float32).reshape(2, 8, 8, 3)
+    got = np.asarray(cell_centre_xyz(jnp.asarray(xyz_map), 4))  # centre at pixel 1.5
+    np.testing.assert_allclose(got[:, 0, 0], xyz_map[:, 1:3, 1:3].mean(axis=(1, 2)))
+    np.testing.assert_allclose(got[:, 1, 0], xyz_map[:, 5:7, 1:3].mean(axis=(1, 2)))
+    odd = np.asarray(cell_centre_xyz(jnp.asarray(xyz_map[:, :6, :6]), 3))  # centre pixel 1
+    np.testing.assert_allclose(odd[:, 1, 0], xyz_map[:, 4, 1])
+
+
+def test_kl_matches_closed_form():
+    rng = np.random.default_rng(0)
+    mean = rng.normal(size=(3, 5, 10)).astype(np.float32)
+    logvar = rng.normal(size=(3, 5, 10)).astype(np.float32)
+    posterior = DiagonalGaussian(jnp.asarray(mean), jnp.asarray(logvar))
+    std = np.exp(0.5 * logvar.astype(np.float64))
+    # KL(N(m, s^2) || N(0, 1)) = -log s + (s^2 + m^2) / 2 - 1/2 per dimension, summed.
+    want = (-np.log(std) + (std**2 + mean**2) / 2 - 0.5).sum(axis=(1, 2))
+    assert posterior.kl().shape == (3,)
+    np.testing.assert_allclose(posterior.kl(), want, rtol=1e-5)
+    zero = DiagonalGaussian(jnp.zeros((1, 4, 10)), jnp.zeros((1, 4, 10)))
+    np.testing.assert_allclose(zero.kl(), 0.0)
+
+
+def test_logvar_clamp_and_sample():
+    raw = jnp.linspace(-200.0, 200.0, 11)
+    moments = jnp.concatenate([jnp.zeros((1, 11, 1)), raw.reshape(1, 11, 1)], axis=-1)
+    posterior = DiagonalGaussian.from_moments(moments)
+    want = 20 * np.tanh(np.asarray(raw, np.float64) / 20)
+    np.testing.assert_allclose(posterior.logvar[0, :, 0], want, rtol=1e-6, atol=1e-5)
+    assert float(jnp.abs(posterior.logvar).max()) <= 20.0
+    small = DiagonalGaussian.from_moments(jnp.array([[[0.5, 0.01]]]))  # ~identity near 0
+    np.testing.assert_allclose(small.logvar, 0.01, rtol=1e-6)
+    np.testing.assert_allclose(small.mean, 0.5)
+    key = jax.random.key(7)
+    eps = jax.random.normal(key, posterior.mean.shape)
+    np.testing.assert_allclose(
+        posterior.sample(key), posterior.mean + jnp.exp(posterior.logvar / 2) * eps, rtol=1e-6
+    )
+
+
+def test_chunked_attention_matches_xla_and_numpy():
+    kq, kk, kv = jax.random.split(jax.random.key(8), 3)
+    q = jax.random.normal(kq, (2, 37, 3, 8))
+    k = jax.random.normal(kk, (2, 50, 3, 8))
+    v = jax.random.normal(kv, (2, 50, 3, 8))
+    ref = dot_product_attention(q, k, v, implementation="xla")
+    got = dot_product_attention(q, k, v, implementation="chunked", chunk_size=16)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(8)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    np.testing.assert_allclose(ref, np.einsum("bhqk,bkhd->bqhd", probs, v), rtol=1e-4, atol=1e-5)
+
+
+# 6. Symmetries of the encoder: no view embedding, no point-index embedding.
+def test_encoder_is_view_permutation_invariant(tiny_vae):
+    params, enc, fps = tiny_vae["params"], tiny_vae["encoder_input"], tiny_vae["fps_xyz"]
+    a = tiny_vae["apply"](params, enc, fps)[1]
+    b = tiny_vae["apply"](params, enc[:, ::-1], fps)[1]
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.logvar, b.logvar, rtol=1e-4, atol=1e-5)
+    # ...yet it does look at every view: changing one view's colours changes the latent.
+    c = tiny_vae["apply"](params, enc.at[:, 1, ..., :3].multiply(-1.0), fps)[1]
+    assert float(jnp.abs(c.mean - a.mean).max()) > 1e-3
+
+
+def test_encoder_is_point_permutation_equivariant(tiny_vae):
+    params, enc, fps = tiny_vae["params"], tiny_vae["encoder_input"], tiny_vae["fps_xyz"]
+    perm = np.random.default_rng(1).permutation(fps.shape[1])
+    a = tiny_vae["apply"](params, enc, fps)[1]
+    b = tiny_vae["apply"](params, enc, fps[:, perm])[1]
+    np.testing.assert_allclose(a.mean[:, perm], b.mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.logvar[:, perm], b.logvar, rtol=1e-4, atol=1e-5)
+
+
+def test_config_errors_name_the_field():
+    cfg = tiny_model()
+    cfg.encoder.widht = 3
+    with pytest.raises(ValueError, match=r"config.model.encoder: unknown field\(s\) \['widht'\]"):
+        build_vae(cfg)
+    model = build_vae(tiny_model())
+    with pytest.raises(ValueError, match="num_points=128"):
+        jax.eval_shape(
+            lambda: model.init(
+                jax.random.key(0), jnp.zeros((1, 1, 4, 4, 15)), jnp.zeros((1, 64, 3))
+            )
+        )
