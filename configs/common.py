@@ -1,0 +1,53 @@
+"""Config pieces shared by the stage configs.
+
+`data_config()` is the VAE input pipeline's config (ga_jax.data.loader.make_vae_loader), meant
+to be a field of a VAE config:
+
+    from configs.common import data_config
+    c.data = data_config()
+    c.data.encoder_size = 64        # a variant overrides only what differs
+
+and overridden from the command line as `--config.data.worker_count=4`. The defaults are the
+paper's (DESIGN.md section 1): 8 encoded views at 512 px, 4 + 4 supervised views, 768 FPS
+points, batch 16.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def data_config() -> ml_collections.ConfigDict:
+    """The VAE data fields, documented inline; locked (fields can change, not be added)."""
+    c = ml_collections.ConfigDict()
+    # --- where the data is
+    c.gbuffer_root = "../shared/data/objaverse_gbuffer"  # holds dataset.json + chunk dirs
+    c.fps_root = "../shared/data/objaverse_fps"  # <fps_root>/<ins.txt>/<fps_file>
+    c.fps_file = "fps-4096.ply"
+    c.dataset_json = "dataset.json"  # class -> chunk paths; relative to gbuffer_root
+    c.classes = ()  # tuple of class names to use; () = all classes in dataset.json
+    c.max_chunks = config_dict.placeholder(int)  # None = all chunks; N = the first N
+
+    # --- what a sample is (2 records per chunk: half A or half B encoded)
+    c.views_per_half = 8  # V: half A = views [0, V), half B = [V, 2V) of a chunk
+    c.num_supervise_per_half = 4  # K: supervise with K views of each half (2K in all)
+    c.encoder_size = 512  # S: encoder input resolution (stored 512 px; box-averaged down)
+    c.render_size = 512  # R: supervision resolution (the trainer downsamples per scale)
+    c.fps_points = 768  # P: points chosen by FPS from the 4096-point cloud
+    c.jitter_prob = 0.5  # probability of jittering the FPS points ...
+    c.jitter_max = 0.01  # ... by N(0, sigma^2), sigma ~ U(0, jitter_max)
+    c.xyz_clip = 0.45  # the xyz input map is clipped to +-xyz_clip (objects in [-.45,.45]^3)
+    c.legacy_ray_depth = False  # True: treat z-depth as ray length, as the reference did
+    c.on_error = "fail"  # bad chunk/PLY: "fail" raises naming the file, "skip" logs + counts
+
+    # --- how records are served
+    c.batch_size = 16  # global batch (split evenly over processes)
+    c.seed = 0  # fixes the order, the views, backgrounds, FPS starts and jitter
+    c.shuffle = True
+    c.num_epochs = config_dict.placeholder(int)  # None = repeat forever
+    c.worker_count = 0  # grain worker processes (0 = read in the main process)
+    c.worker_buffer_size = 1  # samples each worker keeps ready
+    c.read_threads = 2  # threads reading samples (in each worker, or the main process)
+    c.read_buffer_size = 4  # samples those threads keep ready (a 512 px sample is ~190 MB)
+    return c.lock()
