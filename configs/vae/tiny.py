@@ -1,20 +1,39 @@
-"""A tiny VAE model for tests: initialises and applies in seconds on a CPU.
+"""The tiny VAE: initialises, trains a step and evaluates in seconds (tests use it).
 
-Inputs: 2 views at 32 px, 128 FPS points; 512 surfels at the finest level.
-Only `config.model` is defined here; the trainer adds its data, train, loss and mesh
-sections. Parameter counts (no memory is allocated):
+    python -m launch.train --config=configs/vae/tiny.py --workdir=/tmp/vae_tiny
 
-    python -m launch.param_count --config=configs/vae/tiny.py
+2 encoded views at 32 px of ../shared/data (or any G-buffer root), 128 FPS points,
+128 -> 512 surfels rendered at 16 / 32 px, 1 + 1 supervised views, batch 2.
 """
 
 import ml_collections
 
+from configs.vae.base import base_config
 from configs.vae.model import tiny_model
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg not in (None, ""):
         raise ValueError(f"configs/vae/tiny.py: takes no variant, got {arg!r}")
-    config = ml_collections.ConfigDict()
-    config.model = tiny_model()
-    return config.lock()
+    c = base_config(tiny_model())
+    for data in (c.data, c.eval_data):
+        data.views_per_half = 2
+        data.num_supervise_per_half = 1
+        data.encoder_size = 32
+        data.render_size = 32
+        data.fps_points = 128
+        data.batch_size = 2
+        data.read_threads = 1
+    t = c.train
+    t.total_steps = 4
+    t.log_every_steps = 2
+    t.eval_every_steps = 4
+    t.eval_batches = 1
+    t.checkpoint_every_steps = 2
+    t.render_sizes = (16, 32)
+    c.optimizer.groups = (
+        ("encoder", r"^encoder/", 1e-3, 1e-3),
+        ("decoder", r"^decoder/", 1e-3, 1e-3),
+        ("heads", r"^surfel_head/", 1e-3, 1e-2),
+    )
+    return c.lock()

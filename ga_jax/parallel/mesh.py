@@ -100,7 +100,12 @@ def logical_shardings(abstract_tree: Any, mesh: Mesh, rules=None) -> Any:
     """
     rules = _rules(rules)
     specs = nn.get_partition_spec(abstract_tree)
-    shapes = nn.unbox(abstract_tree)
+    # Box values read directly: nn.unbox would add sharding constraints inside a mesh context.
+    shapes = jax.tree.map(
+        lambda x: x.value if isinstance(x, nn.Partitioned) else x,
+        abstract_tree,
+        is_leaf=lambda x: isinstance(x, nn.Partitioned),
+    )
 
     def to_sharding(spec, leaf):
         if not isinstance(spec, PartitionSpec):
