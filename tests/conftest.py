@@ -1,8 +1,13 @@
 """Test setup: 8 simulated CPU devices, set before jax is imported anywhere."""
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# A compilation cache for this test session: trainer tests compile the same step several
+# times (a run, its resumed continuation, a reference run); the cache compiles it once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ga_jax_xla_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 from pathlib import Path  # noqa: E402
 

@@ -8,7 +8,7 @@
     loss        ga_jax.losses.vae.default_loss_config (weights, start steps, KL anneal)
     optimizer   ga_jax.train.optimizers (AdamW groups: encoder / decoder DiT / surfel heads)
     train       steps, logging/eval/checkpoint periods, render sizes per surfel level
-    mesh        axis sizes (-1 = the remaining devices) and optional logical-axis rules
+    mesh        axis sizes (-1 = the remaining devices), how many devices, logical-axis rules
 """
 
 import ml_collections
@@ -60,5 +60,6 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = {"data": -1, "fsdp": 1, "tensor": 1}
+    c.mesh.num_devices = -1  # -1 = every device; N = the first N
     c.mesh.rules = config_dict.placeholder(tuple)  # None = ga_jax.parallel.mesh.DEFAULT_RULES
     return c

@@ -3,7 +3,7 @@
     python -m launch.train --config=configs/vae/tiny.py --workdir=/tmp/vae_tiny
 
 2 encoded views at 32 px of ../shared/data (or any G-buffer root), 128 FPS points,
-128 -> 512 surfels rendered at 16 / 32 px, 1 + 1 supervised views, batch 2.
+128 -> 512 surfels rendered at 16 / 32 px, 1 + 1 supervised views, batch 8.
 """
 
 import ml_collections
@@ -22,7 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         data.encoder_size = 32
         data.render_size = 32
         data.fps_points = 128
-        data.batch_size = 2
+        data.batch_size = 8  # divisible by the 8 simulated devices of the tests
         data.read_threads = 1
     t = c.train
     t.total_steps = 4

@@ -180,11 +180,16 @@ def check_dataset(
         index = json.loads(index_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise GBufferError(f"{index_path}: expected a JSON class -> chunk list: {e}") from e
-    objects: dict[str, list[GBufferChunk]] = collections.defaultdict(list)
+    # Group chunk directories by their ins.txt first and read one object at a time: a large
+    # dataset's decoded chunks would not fit in memory together.
+    objects: dict[str, list[Path]] = collections.defaultdict(list)
     for chunk_paths in index.values():
         for rel in chunk_paths:
-            chunk = read_chunk(root / rel)
-            objects[chunk.instance_id].append(chunk)
+            ins_file = root / rel / "ins.txt"
+            try:
+                objects[ins_file.read_text().strip()].append(root / rel)
+            except OSError as e:
+                raise GBufferError(f"{ins_file}: cannot read the instance id: {e}") from e
     print_fn(
         "| object | views | surface->cloud cm | cloud->surface cm | normal |cos| | "
         "axis to origin mm | result |"
@@ -193,7 +198,7 @@ def check_dataset(
     failures = 0
     for instance_id in sorted(objects)[:max_objects]:
         cloud = read_ply_points(Path(fps_root) / instance_id / "fps-4096.ply")
-        report = check_object(objects[instance_id], cloud)
+        report = check_object([read_chunk(path) for path in objects[instance_id]], cloud)
         failed = failed_checks(report)
         failures += bool(failed)
         result = "FAIL: " + ", ".join(failed) if failed else "ok"

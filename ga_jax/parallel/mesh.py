@@ -8,6 +8,7 @@ constraints fail.
 Mesh config (ml_collections, under `config.mesh`):
     shape: dict axis name -> size, one entry may be -1 = "all remaining devices",
            e.g. {"data": -1, "fsdp": 1, "tensor": 1}
+    num_devices: -1 = every device, N = the first N (e.g. 1 for a single-device run)
     rules: list of (logical name, mesh axis | list of mesh axes | None)
 """
 
@@ -72,9 +73,18 @@ def resolve_mesh_shape(shape: Mapping[str, int], num_devices: int) -> dict[str, 
     return sizes
 
 
-def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A Mesh with Auto axis types over `devices` (default: all) with the given axis sizes."""
+def make_mesh(
+    shape: Mapping[str, int],
+    devices: Sequence[jax.Device] | None = None,
+    num_devices: int = -1,
+) -> Mesh:
+    """A Mesh with Auto axis types over `devices` (default: all; or the first `num_devices`
+    of them when that is > 0) with the given axis sizes."""
     devices = list(devices if devices is not None else jax.devices())
+    if num_devices > 0:
+        if num_devices > len(devices):
+            raise ValueError(f"mesh.num_devices: {num_devices} > the {len(devices)} devices")
+        devices = devices[:num_devices]
     sizes = resolve_mesh_shape(shape, len(devices))
     names = tuple(sizes)
     return jax.make_mesh(
@@ -114,6 +124,11 @@ def logical_shardings(abstract_tree: Any, mesh: Mesh, rules=None) -> Any:
         fixed = []
         for dim, axes in zip(np.shape(leaf), tuple(mesh_spec) + (None,) * np.ndim(leaf)):
             names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+            if any(n not in mesh.shape for n in names):
+                raise ValueError(
+                    f"mesh.rules: a rule maps to mesh axes {names}, but the mesh has axes "
+                    f"{tuple(mesh.shape)}; give every axis the rules use (size 1 is fine)"
+                )
             size = math.prod(mesh.shape[n] for n in names)
             fixed.append(axes if names and dim % size == 0 else None)
         return NamedSharding(mesh, PartitionSpec(*fixed))

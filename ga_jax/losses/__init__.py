@@ -1,0 +1,1 @@
+"""Training losses. LPIPS-VGG lives in ga_jax.losses.lpips."""

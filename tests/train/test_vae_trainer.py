@@ -1,0 +1,139 @@
+"""The VAE trainer on the tiny config (issue 4, acceptance 2): smoke run, 8 devices = 1
+device, exact resume, NaN stop with the last checkpoint intact."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from configs.vae import tiny
+from ga_jax.data.loader import make_vae_loader, to_global_batch
+from ga_jax.models.vae.vae import build_vae
+from ga_jax.parallel.mesh import make_mesh
+from ga_jax.train.checkpoint import Checkpointer
+from ga_jax.train.metrics_writer import read_jsonl
+from ga_jax.train.optimizers import make_optimizer
+from ga_jax.train.vae_trainer import (
+    MODEL_FIELDS,
+    NonFiniteLossError,
+    _rules_context,
+    create_train_state,
+    make_train_step,
+    train_and_evaluate,
+)
+from tests.data.fake_vae_data import make_fake_dataset
+
+
+@pytest.fixture(scope="module")
+def fake_roots(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fake_vae")
+    gbuffer, fps, _ = make_fake_dataset(
+        root, classes={"Spheres": 4}, chunks_per_object=1, views=4, size=32, points=256
+    )
+    return gbuffer, fps
+
+
+def tiny_config(fake_roots, **train):
+    c = tiny.get_config()
+    for data in (c.data, c.eval_data):
+        data.gbuffer_root, data.fps_root = str(fake_roots[0]), str(fake_roots[1])
+    c.train.eval_every_steps = 0
+    # One device keeps these runs fast; test_eight_devices_equal_one covers the mesh.
+    c.mesh.num_devices = 1
+    for data in (c.data, c.eval_data):
+        data.batch_size = 2
+    for key, value in train.items():
+        setattr(c.train, key, value)
+    return c
+
+
+def test_smoke_train_writes_metrics_grid_and_checkpoints(fake_roots, tmp_path):
+    c = tiny_config(fake_roots, total_steps=2, eval_every_steps=2, checkpoint_every_steps=2)
+    last = train_and_evaluate(c, tmp_path)
+    assert np.isfinite(last["total"]) and np.isfinite(last["eval/psnr"])
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    names = set().union(*records)
+    for name in ("rgb_l1/0", "rgb_l1/1", "alpha_l1/1", "kl", "grad_norm", "param_norm",
+                 "update_norm", "eval/psnr", "eval/ssim"):
+        assert name in names, name
+    assert (tmp_path / "eval" / "step_0000002.png").is_file()
+    assert Checkpointer(tmp_path / "checkpoints").all_steps() == [2]
+    assert list((tmp_path / "tensorboard").glob("events.*"))
+
+
+def one_step(config, mesh, host_batch):
+    """(parameters before, after, metrics) of one train step on `mesh`."""
+    model, optimizer = build_vae(config.model), make_optimizer(config.optimizer)
+    with _rules_context(mesh, None):
+        state, shardings = create_train_state(model, optimizer, config, mesh, jax.random.key(0))
+        before = jax.device_get(state.params)
+        batch = to_global_batch(host_batch, mesh, ("data", "fsdp"))
+        step = jax.jit(make_train_step(model, optimizer, config))
+        state, metrics = step(state, batch, jax.random.key(1))
+    return before, jax.device_get(state.params), jax.device_get(metrics)
+
+
+def test_eight_devices_equal_one(fake_roots):
+    """Loss, gradient norm and every parameter update agree to relative 1e-5.
+
+    Adam's first update is lr * g / (|g| + eps): with a small eps it is a sign function of g,
+    and gradients of ~1e-12 that round differently in the two runs would flip whole updates.
+    A large eps makes the update proportional to g, so the comparison sees the gradient.
+    """
+    c = tiny_config(fake_roots)
+    c.data.batch_size = 8
+    c.optimizer.eps = 1.0
+    loader = make_vae_loader(c.data)
+    host = {k: v for k, v in next(loader).items() if k in MODEL_FIELDS}
+    p0, p1, m1 = one_step(c, make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, num_devices=1), host)
+    q0, q1, m8 = one_step(c, make_mesh({"data": 4, "fsdp": 2, "tensor": 1}), host)
+    for name in ("total", "grad_norm", "rgb_l1/1"):
+        np.testing.assert_allclose(m1[name], m8[name], rtol=1e-5, err_msg=name)
+    for a0, a1, b0, b1 in zip(*map(jax.tree.leaves, (p0, p1, q0, q1)), strict=True):
+        np.testing.assert_array_equal(a0, b0)  # the same initial parameters
+        update_1, update_8 = a1 - a0, b1 - b0
+        scale = max(float(np.max(np.abs(update_1))), 1e-12)
+        assert float(np.max(np.abs(update_1 - update_8))) / scale <= 1e-5
+
+
+def final_params(workdir, config):
+    ckpt = Checkpointer(workdir / "checkpoints")
+    step = ckpt.latest_step()
+    model, optimizer = build_vae(config.model), make_optimizer(config.optimizer)
+    mesh = make_mesh(config.mesh.shape, num_devices=config.mesh.num_devices)
+    with _rules_context(mesh, None):
+        state, shardings = create_train_state(model, optimizer, config, mesh, jax.random.key(9))
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+    )
+    return step, jax.device_get(ckpt.restore(step, abstract).params)
+
+
+def test_resume_matches_uninterrupted_run(fake_roots, tmp_path):
+    full = tiny_config(fake_roots, total_steps=4, checkpoint_every_steps=2)
+    train_and_evaluate(full, tmp_path / "full")
+    train_and_evaluate(tiny_config(fake_roots, total_steps=2, checkpoint_every_steps=2),
+                       tmp_path / "split")  # the "killed" run: stops after its checkpoint
+    train_and_evaluate(full, tmp_path / "split")  # restarted: resumes at step 2
+    step_a, params_a = final_params(tmp_path / "full", full)
+    step_b, params_b = final_params(tmp_path / "split", full)
+    assert step_a == step_b == 4
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
+        np.testing.assert_array_equal(a, b)
+    steps = [r["step"] for r in read_jsonl(tmp_path / "split" / "metrics.jsonl")]
+    assert steps == [2, 4]
+
+
+def test_nan_stops_and_keeps_the_last_checkpoint(fake_roots, tmp_path):
+    c = tiny_config(fake_roots, total_steps=6, checkpoint_every_steps=2, debug_nan_at_step=3)
+    with pytest.raises(NonFiniteLossError, match=r"at step 3.*last good checkpoint is step 2"):
+        train_and_evaluate(c, tmp_path)
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    assert ckpt.all_steps() == [2]
+    step, params = final_params(tmp_path, c)
+    assert step == 2 and all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
+    config = json.loads((tmp_path / "checkpoints" / "2" / "config" / "metadata").read_text())
+    assert config["train"]["debug_nan_at_step"] == 3
