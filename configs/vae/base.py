@@ -52,6 +52,7 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     t.eval_batches = 4
     t.checkpoint_every_steps = 5_000
     t.keep_checkpoints = 3
+    t.time_limit_minutes = 0.0  # > 0: stop (evaluate, checkpoint) after this much training
     # One size per surfel level, coarse to fine: base 128, then the upsamplers' 256/384/512.
     t.render_sizes = (128, 256, 384, 512)
     t.render_backend = "xla"  # 'pallas' on GPU/TPU

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import grain
 import orbax.checkpoint as ocp
 
 __all__ = ["Checkpointer"]
@@ -50,6 +49,8 @@ class Checkpointer:
         """Save state (+ the grain iterator's position + the config as JSON) at `step`."""
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
+            import grain  # noqa: PLC0415 - only runs that checkpoint a grain iterator need it
+
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         if config is not None:
             items["config"] = ocp.args.JsonSave(json.loads(config.to_json_best_effort()))
@@ -67,6 +68,8 @@ class Checkpointer:
                 raise ValueError(
                     f"{self.directory}/{step}: holds no data-iterator state (saved without one)"
                 )
+            import grain  # noqa: PLC0415
+
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]

@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -367,11 +368,13 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
         window: list[dict] = []
         last_saved = ckpt.latest_step()
         try:
+            start_time = time.monotonic()
+            time_limit = 60.0 * tc.get("time_limit_minutes", 0.0)
             for step in range(first, tc.total_steps):
                 batch = _device_batch(next(data_iter), mesh, axes)
-                if step == first:
-                    compiled = step_fn.lower(state, batch, step_rng).compile()
-                    memory = compiled.memory_analysis()
+                if step == first:  # compile once, print the step's memory, reuse the executable
+                    step_fn = step_fn.lower(state, batch, step_rng).compile()
+                    memory = step_fn.memory_analysis()
                     if memory is not None:
                         log.info(
                             "train step memory: args %.1f MB, temps %.1f MB",
@@ -391,7 +394,11 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
                     )
                 window.append(host)
                 done = step + 1
-                if done % tc.log_every_steps == 0 or done == tc.total_steps:
+                # The time limit ends the run like its last step: log, evaluate, checkpoint.
+                final = done == tc.total_steps or (
+                    time_limit > 0 and time.monotonic() - start_time > time_limit
+                )
+                if done % tc.log_every_steps == 0 or final:
                     last = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
                     window = []
                     writer.write_scalars(done, last)
@@ -401,16 +408,18 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
                         last["total"],
                         last["psnr"],
                     )
-                if evaluator.batches and (
-                    done % tc.eval_every_steps == 0 or done == tc.total_steps
-                ):
+                if evaluator.batches and (done % tc.eval_every_steps == 0 or final):
                     eval_metrics = evaluator(state.params, done, workdir)
                     writer.write_scalars(done, eval_metrics)
                     last.update(eval_metrics)
                     log.info("eval at step %d: %s", done, eval_metrics)
-                if done % tc.checkpoint_every_steps == 0 or done == tc.total_steps:
+                if done % tc.checkpoint_every_steps == 0 or final:
                     ckpt.save(done, state, data_iterator=data_iter, config=config)
                     last_saved = done
+                if final:
+                    if done < tc.total_steps:
+                        log.info("time limit of %.0f min reached at step %d", time_limit / 60, done)
+                    break
         finally:
             ckpt.close()
             writer.close()
