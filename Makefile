@@ -26,4 +26,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.rasterizer
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ga_jax kernels launch tests configs
+	$(VENV)/bin/ruff check ga_jax kernels launch tests configs benchmarks

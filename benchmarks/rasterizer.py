@@ -102,7 +102,8 @@ def main() -> None:
           f"jax {jax.__version__}, {time.strftime('%Y-%m-%d')}")
     print(f"# f32 matmul 2048^3: {matmul_gflops():.0f} GFLOP/s")
     print(f"# {args.views} view(s) per call; ms/view = call time / views")
-    print("| backend | surfels | res | pairs (isect) | mode | ms/view | Gpairs/s | peak MB | vs dense |")
+    print("| backend | surfels | res | pairs (isect) | mode | ms/view | Gpairs/s | peak MB "
+          "| vs dense |")
     print("|---|---|---|---|---|---|---|---|---|")
     dense_ms = {}
     for backend in args.backends.split(","):
@@ -118,8 +119,9 @@ def main() -> None:
                     dense_ms[(num, res, mode)] = ms
                 ref = dense_ms.get((num, res, mode))
                 speedup = f"{ref / ms:.0f}x" if ref and backend != "dense" else ""
-                print(f"| {backend} (tile {config.tile_size}) | {num} | {res} | {count} | {mode} | {ms:.1f} | "
-                      f"{rate / 1e9:.2f} | {peak / 2**20:.0f} | {speedup} |", flush=True)
+                print(f"| {backend} (tile {config.tile_size}) | {num} | {res} | {count} | {mode} "
+                      f"| {ms:.1f} | {rate / 1e9:.2f} | {peak / 2**20:.0f} | {speedup} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

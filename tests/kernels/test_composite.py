@@ -9,7 +9,6 @@ import importlib.util
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from ga_jax.rendering import intersect_tiles
@@ -151,7 +150,7 @@ def test_vmap_over_views(impl):
     out = composite(stacked, isect, 24, 24, jnp.zeros((2, 3)), cfg, implementation=impl)
     for v in (0, 1):
         ref = composite_dense(views[v], 24, 24, jnp.zeros(3), cfg)
-        assert_close(jax.tree.map(lambda x: x[v], out), ref)
+        assert_close(jax.tree.map(lambda x, v=v: x[v], out), ref)
 
 
 def test_unknown_implementation_is_rejected():

@@ -318,7 +318,10 @@ def test_compiled_path_lowers_to_triton():
         traced = jax.jit(fwd_bwd).trace(*args)
         try:
             lowered = traced.lower(lowering_platforms=("cuda",))
-        except TypeError as err:  # a JAX without cross-platform lowering
+        except (TypeError, RuntimeError) as err:
+            # Older JAX: no cross-platform lowering (TypeError); JAX 0.11 wants a GPU (or an
+            # abstract one) to lower Triton calls (RuntimeError). test_compiled_matches_
+            # interpret_on_gpu covers the compiled kernel on GPU machines.
             pytest.skip(f"cannot lower for CUDA here: {err}")
         text = lowered.as_text()
         assert text.count("triton") >= 2  # the forward and the backward kernel

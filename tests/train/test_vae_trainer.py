@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from configs.vae import tiny
+from ga_jax.data.latents import LatentDataset
 from ga_jax.data.loader import make_vae_loader, to_global_batch
+from ga_jax.evaluation.vae_jobs import evaluate_reconstruction, extract_latents
 from ga_jax.models.vae.vae import build_vae
 from ga_jax.parallel.mesh import make_mesh
 from ga_jax.train.checkpoint import Checkpointer
@@ -30,16 +32,17 @@ from tests.data.fake_vae_data import make_fake_dataset
 @pytest.fixture(scope="module")
 def fake_roots(tmp_path_factory):
     root = tmp_path_factory.mktemp("fake_vae")
-    gbuffer, fps, _ = make_fake_dataset(
+    gbuffer, fps, truth = make_fake_dataset(
         root, classes={"Spheres": 4}, chunks_per_object=1, views=4, size=32, points=256
     )
-    return gbuffer, fps
+    return gbuffer, fps, truth
 
 
 def tiny_config(fake_roots, **train):
     c = tiny.get_config()
     for data in (c.data, c.eval_data):
         data.gbuffer_root, data.fps_root = str(fake_roots[0]), str(fake_roots[1])
+        data.jitter_prob = 0.0  # extracted xyz must lie on the spheres
     c.train.eval_every_steps = 0
     # One device keeps these runs fast; test_eight_devices_equal_one covers the mesh.
     c.mesh.num_devices = 1
@@ -50,7 +53,9 @@ def tiny_config(fake_roots, **train):
     return c
 
 
-def test_smoke_train_writes_metrics_grid_and_checkpoints(fake_roots, tmp_path):
+def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
+    """Train 2 steps, then the jobs on the checkpoint: reconstruction metrics per object and
+    the latent dataset (both halves of every chunk encoded; xyz on each object's sphere)."""
     c = tiny_config(fake_roots, total_steps=2, eval_every_steps=2, checkpoint_every_steps=2)
     last = train_and_evaluate(c, tmp_path)
     assert np.isfinite(last["total"]) and np.isfinite(last["eval/psnr"])
@@ -62,6 +67,22 @@ def test_smoke_train_writes_metrics_grid_and_checkpoints(fake_roots, tmp_path):
     assert (tmp_path / "eval" / "step_0000002.png").is_file()
     assert Checkpointer(tmp_path / "checkpoints").all_steps() == [2]
     assert list((tmp_path / "tensorboard").glob("events.*"))
+
+    result = evaluate_reconstruction(c, tmp_path)
+    assert result["step"] == 2 and len(result["objects"]) == 4
+    per_object = [r["psnr"] for r in result["objects"].values()]
+    np.testing.assert_allclose(result["mean_psnr"], np.mean(per_object), rtol=1e-6)
+    assert "| **mean** |" in (tmp_path / "eval_recon.md").read_text()
+
+    latents = LatentDataset(extract_latents(c, tmp_path, tmp_path / "latents", cond_size=16))
+    assert len(latents) == 4 and latents.encodings == 2 and latents.metadata["vae_step"] == 2
+    truth = fake_roots[2]
+    for item in latents:
+        sphere = truth[item["instance_id"] + "/1"]
+        radius = np.linalg.norm(item["xyz"] - sphere["centre"], axis=-1)
+        np.testing.assert_allclose(radius, sphere["radius"], atol=1e-5)
+        assert item["sample"].shape == (2, 128, 10) and item["cond_images"].shape == (2, 16, 16, 3)
+        assert not np.array_equal(item["sample"], item["mean"])
 
 
 def one_step(config, mesh, host_batch):

@@ -1,0 +1,217 @@
+"""Jobs on a trained VAE: reconstruction evaluation and latent extraction.
+
+    python -m launch.eval_vae --config=C --workdir=W          # W/eval_recon.{json,md}
+    python -m launch.extract_latents --config=C --workdir=W --out=DIR
+
+Both restore the latest checkpoint of `W/checkpoints` and read `config.eval_data` (evaluation)
+or `config.data` (extraction) in one ordered pass, without jitter.
+
+Evaluation: the posterior mean of each record's encoded views is decoded and rendered with the
+record's supervision cameras (views of both halves: ones the encoder saw and ones it did not);
+PSNR and SSIM at the finest render size, per object (mean over its records) and overall, as
+JSON and a markdown table.
+
+Extraction: every record of every chunk (both halves, so an object with 3 chunks gets 6
+encodings) is encoded; the FPS points, a posterior sample, the mean and the log-variance are
+written per object in the latent dataset format (ga_jax/data/latents.py), with the caption
+and, optionally, the object's views at `cond_size` px without its top and bottom views
+(views 0 and 8 of a chunk) as conditioning images.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from PIL import Image
+
+from ga_jax.data.gbuffer import read_chunk
+from ga_jax.data.latents import LatentWriter
+from ga_jax.data.loader import make_source, make_vae_loader, to_global_batch
+from ga_jax.models.vae.vae import VAE, build_vae
+from ga_jax.parallel.mesh import make_mesh
+from ga_jax.train.checkpoint import Checkpointer
+from ga_jax.train.optimizers import make_optimizer
+from ga_jax.train.vae_trainer import (
+    MODEL_FIELDS,
+    _batch_axes,
+    _rules_context,
+    create_train_state,
+    evaluate_batch,
+)
+
+__all__ = ["evaluate_reconstruction", "extract_latents", "restore_params"]
+
+log = logging.getLogger(__name__)
+
+
+def _ordered(data_config) -> Any:
+    """The data config for one ordered pass without augmentation."""
+    data = data_config.copy_and_resolve_references()
+    with data.unlocked():
+        data.shuffle = False
+        data.num_epochs = 1
+        data.jitter_prob = 0.0
+    return data
+
+
+def restore_params(config, workdir: str | Path, mesh) -> tuple[VAE, Any, int]:
+    """(model, params, step) from the latest checkpoint in workdir/checkpoints."""
+    ckpt = Checkpointer(Path(workdir) / "checkpoints")
+    step = ckpt.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{ckpt.directory}: no checkpoint (train first: launch.train)")
+    model, optimizer = build_vae(config.model), make_optimizer(config.optimizer)
+    state, shardings = create_train_state(model, optimizer, config, mesh, jax.random.key(0))
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+    )
+    state = ckpt.restore(step, abstract)
+    ckpt.close()
+    return model, state.params, step
+
+
+def _object_of(chunk: str) -> str:
+    return chunk.rsplit("/", 1)[0]
+
+
+def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
+    """Per-object and mean PSNR/SSIM of held-out reconstructions; writes eval_recon.{json,md}."""
+    workdir = Path(workdir)
+    mesh = make_mesh(config.mesh.shape, num_devices=config.mesh.get("num_devices", -1))
+    rules = config.mesh.get("rules")
+    data = _ordered(config.eval_data)
+    source = make_source(data)
+    with _rules_context(mesh, rules):
+        model, params, step = restore_params(config, workdir, mesh)
+        fn = jax.jit(lambda p, b: evaluate_batch(model, p, b, config)[0])
+        per_object: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+        loader = make_vae_loader(data, source=source)
+        for batch in loader:
+            metrics = jax.device_get(
+                fn(params, to_global_batch({k: batch[k] for k in MODEL_FIELDS}, mesh,
+                                           _batch_axes(mesh, rules)))
+            )
+            for i, record in enumerate(batch["record_index"]):
+                name = _object_of(source[int(record)].chunk)
+                per_object[name].append((float(metrics["psnr"][i]), float(metrics["ssim"][i])))
+        loader.close()
+    if not per_object:
+        raise ValueError(
+            f"eval_data: no full batch of {data.batch_size} records in {data.gbuffer_root}"
+        )
+    rows = {
+        name: {"psnr": float(np.mean([v[0] for v in vals])),
+               "ssim": float(np.mean([v[1] for v in vals])), "records": len(vals)}
+        for name, vals in sorted(per_object.items())
+    }
+    result = {
+        "step": step,
+        "render_size": int(config.train.render_sizes[-1]),
+        "mean_psnr": float(np.mean([r["psnr"] for r in rows.values()])),
+        "mean_ssim": float(np.mean([r["ssim"] for r in rows.values()])),
+        "objects": rows,
+    }
+    (workdir / "eval_recon.json").write_text(json.dumps(result, indent=1))
+    lines = [
+        f"Reconstruction of held-out views, checkpoint step {step}, "
+        f"{result['render_size']} px (posterior mean)",
+        "",
+        "| object | records | PSNR dB | SSIM |",
+        "|---|---|---|---|",
+        *[f"| {n} | {r['records']} | {r['psnr']:.2f} | {r['ssim']:.4f} |" for n, r in rows.items()],
+        f"| **mean** | {sum(r['records'] for r in rows.values())} | "
+        f"**{result['mean_psnr']:.2f}** | **{result['mean_ssim']:.4f}** |",
+    ]
+    (workdir / "eval_recon.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
+@dataclasses.dataclass
+class _Pending:
+    caption: str
+    arrays: dict[str, list[np.ndarray]] = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(list)
+    )
+
+
+def _cond_images(chunk_dirs: list[Path], views_per_half: int, size: int):
+    """Views of the object's chunks except each chunk's top (0) and bottom (views_per_half)."""
+    images, cameras = [], []
+    for path in chunk_dirs:
+        chunk = read_chunk(path)
+        keep = [v for v in range(chunk.num_views) if v not in (0, views_per_half)]
+        for v in keep:
+            rgb = Image.fromarray((chunk.rgb[v] * 255).round().astype(np.uint8))
+            images.append(np.asarray(rgb.resize((size, size), Image.BICUBIC)))
+            cameras.append(chunk.cameras[v])
+    return np.stack(images), np.stack(cameras)
+
+
+def extract_latents(
+    config, workdir: str | Path, out: str | Path, *, cond_size: int = 0, seed: int = 0
+) -> Path:
+    """Encode every record of config.data and write the latent dataset to `out`."""
+    mesh = make_mesh(config.mesh.shape, num_devices=config.mesh.get("num_devices", -1))
+    rules = config.mesh.get("rules")
+    data = _ordered(config.data)
+    source = make_source(data)
+    with _rules_context(mesh, rules):
+        model, params, step = restore_params(config, workdir, mesh)
+
+        @jax.jit
+        def encode(params, encoder_input, fps_xyz, rng):
+            posterior = model.apply({"params": params}, encoder_input, fps_xyz,
+                                    method=VAE.encode)
+            return posterior.mean, posterior.logvar, posterior.sample(rng)
+
+        pending: dict[str, _Pending] = collections.OrderedDict()
+        loader = make_vae_loader(data, source=source)
+        rng = jax.random.key(seed)
+        for n, batch in enumerate(loader):
+            axes = _batch_axes(mesh, rules)
+            inputs = to_global_batch(
+                {k: batch[k] for k in ("encoder_input", "fps_xyz")}, mesh, axes
+            )
+            mean, logvar, sample = jax.device_get(
+                encode(params, inputs["encoder_input"], inputs["fps_xyz"],
+                       jax.random.fold_in(rng, n))
+            )
+            for i, record in enumerate(batch["record_index"]):
+                rec = source[int(record)]
+                name = _object_of(rec.chunk)
+                entry = pending.setdefault(name, _Pending(source.caption(int(record))))
+                for key, value in (("xyz", batch["fps_xyz"][i]), ("mean", mean[i]),
+                                   ("logvar", logvar[i]), ("sample", sample[i])):
+                    entry.arrays[key].append(np.asarray(value))
+        loader.close()
+    counts = {len(p.arrays["xyz"]) for p in pending.values()}
+    encodings = min(counts) if counts else 0
+    if encodings == 0:
+        raise ValueError(f"data: no full batch of records in {data.gbuffer_root}")
+    with LatentWriter(
+        out,
+        num_points=int(config.model.num_points),
+        latent_dim=int(config.model.latent_dim),
+        metadata={"vae_workdir": str(workdir), "vae_step": step, "cond_size": cond_size},
+    ) as writer:
+        for name, entry in pending.items():
+            # Objects cut by the last incomplete batch keep the encodings every object has.
+            stacked = {k: np.stack(v[:encodings]) for k, v in entry.arrays.items()}
+            cond = {}
+            if cond_size > 0:
+                chunks = sorted({c for c in source.chunks if _object_of(c) == name})
+                images, cameras = _cond_images(
+                    [source.gbuffer_root / c for c in chunks], data.views_per_half, cond_size
+                )
+                cond = {"cond_images": images, "cond_cameras": cameras}
+            writer.add(name, entry.caption, **stacked, **cond)
+    log.info("wrote %d objects x %d encodings to %s", len(pending), encodings, out)
+    return Path(out)
+
