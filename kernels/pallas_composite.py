@@ -69,6 +69,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels.config import TileConfig
+from kernels.numerics import ray_splat_uv
 from kernels.types import CompositeOutput, Splats, TileIntersections
 
 # Columns of the packed per-slot array (and of the per-slot gradient rows).
@@ -147,10 +148,7 @@ def _geometry(cfg: TileConfig, px, py, mean, t_u, t_v, t_w, opacity):
     q_x = kv[1] * lv[2] - kv[2] * lv[1]
     q_y = kv[2] * lv[0] - kv[0] * lv[2]
     q_z = kv[0] * lv[1] - kv[1] * lv[0]
-    hit = q_z != 0
-    q_z = jnp.where(hit, q_z, 1.0)
-    u = q_x / q_z
-    v = q_y / q_z
+    hit, u, v, q_z = ray_splat_uv(q_x, q_y, q_z)
     rho3d = u * u + v * v
     d_x = mean[0] - px
     d_y = mean[1] - py

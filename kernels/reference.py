@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels.config import TileConfig
+from kernels.numerics import ray_splat_uv
 from kernels.types import CompositeOutput, Splats
 
 
@@ -65,9 +66,7 @@ def composite_dense(
         k = px[:, None] * t_w - t_u
         l = py[:, None] * t_w - t_v
         q = jnp.cross(k, l)
-        hit = q[:, 2] != 0
-        q_z = jnp.where(hit, q[:, 2], 1.0)
-        u, v = q[:, 0] / q_z, q[:, 1] / q_z
+        hit, u, v, _ = ray_splat_uv(q[:, 0], q[:, 1], q[:, 2])
         rho3d = u * u + v * v
         d_x = splats.means2d[i, 0] - px
         d_y = splats.means2d[i, 1] - py

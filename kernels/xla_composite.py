@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels.config import TileConfig
+from kernels.numerics import ray_splat_uv
 from kernels.types import CompositeOutput, Splats, TileIntersections
 
 # Packed per-pair geometry: means2d (2), transform rows (9), opacity (1).
@@ -43,9 +44,7 @@ def _pair_alpha_depth(geom: jax.Array, px: jax.Array, py: jax.Array, cfg: TileCo
     q0 = k1 * l2 - k2 * l1
     q1 = k2 * l0 - k0 * l2
     q2 = k0 * l1 - k1 * l0
-    hit = q2 != 0
-    q2 = jnp.where(hit, q2, 1.0)
-    u, v = q0 / q2, q1 / q2
+    hit, u, v, _ = ray_splat_uv(q0, q1, q2)
     rho3d = u * u + v * v
     dx, dy = mx - px, my - py
     rho2d = cfg.filter_inv_square * (dx * dx + dy * dy)

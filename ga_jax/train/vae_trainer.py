@@ -172,8 +172,17 @@ def make_train_step(model: VAE, optimizer: optax.GradientTransformation, config,
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        # A step whose gradients are not finite (e.g. a NaN gradient through a masked branch
+        # of the rasterizer) leaves parameters and optimizer state as they were; it is
+        # counted in the metrics. A non-finite loss still stops training (host check).
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        params = keep(params, state.params)
+        opt_state = keep(opt_state, state.opt_state)
         metrics = dict(terms)
-        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["nonfinite_grads"] = 1.0 - finite.astype(jnp.float32)
+        metrics["grad_norm"] = grad_norm
         metrics["param_norm"] = optax.tree.norm(params)
         metrics["update_norm"] = optax.tree.norm(updates)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -388,6 +397,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:
                         f"non-finite loss {host['total']} at step {step}; stopping. The last good "
                         f"checkpoint is step {last_saved} in {ckpt.directory} (not overwritten)."
                     )
+                if host["nonfinite_grads"] > 0:
+                    log.warning("step %d: non-finite gradients, update skipped", step)
                 if host["overflow"] > 0:
                     log.warning(
                         "step %d: surfel-tile capacity overflow (raise capacity_per_surfel)", step

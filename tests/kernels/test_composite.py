@@ -9,6 +9,7 @@ import importlib.util
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from ga_jax.rendering import intersect_tiles
@@ -203,3 +204,23 @@ def test_cuda_adapter_calls_installed_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "diff_surfel_rasterization_jax", module)
     assert_close(run("cuda", splats, 24, 24, jnp.zeros(3), cfg), ref)
     assert calls and calls[0] == (24, 24, cfg.near, cfg.far)
+
+
+def test_grazing_ray_gradient_is_finite():
+    """A ray almost parallel to the splat (q_z ~ 1e-36, q_z^2 underflows): the pixel uses the
+    screen-space filter, and the gradient w.r.t. the transform must stay finite (it was NaN:
+    0 * d(q_x / q_z)/d q_z = 0 * inf)."""
+    from kernels.numerics import ray_splat_uv
+    from kernels.xla_composite import _pair_alpha_depth
+
+    cfg = TileConfig()
+    # tw = (0, 0, 1), tu = (1e-18, 0, 0), tv = (0, 1e-18, 0): q_z = 1e-36, centre at the pixel.
+    geom = jnp.array([0.5, 0.5, 1e-18, 0, 0, 0, 1e-18, 0, 0, 0, 1.0, 0.9], jnp.float32)
+    px = py = jnp.float32(0.5)
+    alpha, _ = _pair_alpha_depth(geom, px, py, cfg)
+    np.testing.assert_allclose(alpha, 0.9, rtol=1e-6)  # the filter's peak: opacity
+    grad = jax.grad(lambda g: _pair_alpha_depth(g, px, py, cfg)[0])(geom)
+    assert np.all(np.isfinite(grad))
+    # Ordinary rays are untouched: (u, v) = (q_x, q_y) / q_z exactly.
+    hit, u, v, _ = ray_splat_uv(jnp.float32(3.0), jnp.float32(-1.0), jnp.float32(2.0))
+    assert bool(hit) and float(u) == 1.5 and float(v) == -0.5
