@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ga_jax.rendering import render_surfels
 from ga_jax.rendering.fit import fit_surfels, init_params, params_to_surfels, psnr
@@ -11,6 +12,9 @@ from ga_jax.rendering.fit_job import load_views
 CHUNK = "Animals/0/10120/1"
 
 
+# ~90 s on the 2-core CI machine: kept out of `make test` to hold the suite well under 15 min;
+# `make test-slow` runs it and `make demo` shows the same fit at full length.
+@pytest.mark.slow
 def test_fit_raises_held_out_psnr(shared_data):
     root = shared_data / "objaverse_gbuffer"
     rgb, alpha, cams = load_views(root, CHUNK, (1, 3, 9, 11), 64)
