@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from ga_jax.data.gbuffer import (
     read_ply_points,
     unproject_depth,
 )
+from ga_jax.data.source import load_listing
 
 __all__ = [
     "ObjectReport",
@@ -175,11 +175,7 @@ def check_dataset(
     `fps_root/<ins>/fps-4096.ply`. Returns the number of objects that fail THRESHOLDS.
     """
     root = Path(gbuffer_root)
-    index_path = root / "dataset.json"
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise GBufferError(f"{index_path}: expected a JSON class -> chunk list: {e}") from e
+    index = load_listing(root / "dataset.json")
     # Group chunk directories by their ins.txt first and read one object at a time: a large
     # dataset's decoded chunks would not fit in memory together.
     objects: dict[str, list[Path]] = collections.defaultdict(list)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ga_jax.data.gbuffer import GBufferChunk, GBufferError, read_chunk, read_ply_points
 
-__all__ = ["VaeRecord", "VaeRecordSource", "chunk_view_count", "read_record"]
+__all__ = ["VaeRecord", "VaeRecordSource", "chunk_view_count", "load_listing", "read_record"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +82,7 @@ class VaeRecordSource:
         if not index_file.is_absolute():
             index_file = self.gbuffer_root / index_file
         self.dataset_json = index_file
-        listing = _load_listing(index_file)
+        listing = load_listing(index_file)
         if isinstance(classes, str):
             classes = (classes,)
         unknown = [name for name in classes if name not in listing]
@@ -136,7 +136,8 @@ class VaeRecordSource:
         )
 
 
-def _load_listing(path: Path) -> dict[str, list[str]]:
+def load_listing(path: Path) -> dict[str, list[str]]:
+    """dataset.json: class name -> chunk paths (ValueError naming the file when malformed)."""
     try:
         listing = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ga_jax.evaluation import image_metrics
 from ga_jax.rendering.cameras import Cameras
 from ga_jax.rendering.render import render_surfels
 from ga_jax.rendering.surfels import Surfels
@@ -46,8 +47,8 @@ def params_to_surfels(params: dict) -> Surfels:
 
 
 def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
-    """PSNR in dB of images in [0, 1] (over all leading dims)."""
-    return -10.0 * jnp.log10(jnp.mean((a - b) ** 2))
+    """PSNR in dB of images in [0, 1] over all their pixels (one value)."""
+    return image_metrics.psnr(a, b, axes=None)
 
 
 def fit_surfels(
