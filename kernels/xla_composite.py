@@ -16,10 +16,25 @@ If a ray stopped in an earlier chunk, pass 1's T at the chunk start is already b
 exactly the reference's behaviour. Running sums that cross chunks (weights, the distortion's
 M1/M2, the median) are combined per tile afterwards.
 
-Gradients come from JAX autodiff through both passes.
+Gradients come from a hand-written VJP (custom_vjp on the chunk compositor), the 2DGS
+reference's back-to-front walk in the chunk layout. With w_i = alpha_i T_i and per-pixel
+totals W = sum w, M1 = sum w m, M2 = sum w m^2 (distortion = W M2 - M1^2), a cotangent g
+on the outputs gives per pair phi_i = dOut/dw_i = g_W + g_D z_i + g_N.n_i + g_C.c_i
++ g_dist (M2 + W m_i^2 - 2 M1 m_i) and
+    dL/dalpha_i = T_i phi_i - S_i / (1 - alpha_i),   S_i = sum_{j > i} w_j phi_j.
+phi is linear in the pair's (1, z, n, c, m, m^2), so each chunk's share of S is a linear
+combination of the per-chunk sums the forward pass already made: a segmented suffix sum over
+the tile's chunks gives S at every chunk's end. A reverse scan over the chunk's pairs then
+recovers T_i = T_{i+1} / (1 - alpha_i) from the chunk's final T (a residual) for the pairs up
+to the pixel's last composited one (another residual), and chains dL/dalpha_i and dL/dz_i to
+the packed geometry with jax.vjp of the per-pair function. No per-pair array is materialised
+in either direction (autodiff through pass 2's scan kept every step's carries: 3-10x the
+forward's time; docs/benchmarks.md).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +45,7 @@ from kernels.types import CompositeOutput, Splats, TileIntersections
 
 # Packed per-pair geometry: means2d (2), transform rows (9), opacity (1).
 _GEOM = 12
-# Chunks per checkpointed group: bounds the memory of the backward pass.
+# Chunks per group of the loops over chunks: bounds the temporaries of both passes.
 _GROUP_CHUNKS = 2048
 
 
@@ -120,86 +135,7 @@ def composite_xla(
     py = ((tile // cols) * ts)[:, None] + local // ts + 0.5
     px, py = px.astype(jnp.float32), py.astype(jnp.float32)
 
-    # Both passes run over groups of chunks under jax.checkpoint, so the backward pass
-    # recomputes one group at a time and peak memory stays bounded.
-    num_chunks = geom.shape[0]
-    group = min(_GROUP_CHUNKS, num_chunks)
-    num_groups = -(-num_chunks // group)
-    pad = num_groups * group - num_chunks
-
-    def grouped(x):
-        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-        return x.reshape((num_groups, group) + x.shape[1:])
-
-    def ungroup(x):
-        return x.reshape((num_groups * group,) + x.shape[2:])[:num_chunks]
-
-    @jax.checkpoint
-    def pass1(args):
-        g, x, y = args
-        alpha, _ = _pair_alpha_depth(g[:, :, None, :], x[:, None], y[:, None], cfg)
-        return jnp.sum(jnp.log1p(-alpha), axis=1)  # [group, P]
-
-    log_keep = ungroup(jax.lax.map(pass1, (grouped(geom), grouped(px), grouped(py))))
-    trans_start = jnp.exp(_segmented_exclusive_sum(log_keep, first))
-
-    m_scale = cfg.far / (cfg.far - cfg.near)
-
-    @jax.checkpoint
-    def pass2(args):
-        g_all, f_all, x, y, trans = args
-
-        def step(carry, pair):
-            trans, done, weight, wz, feat, m1, m2, dist, med, has_med = carry
-            g, f = pair  # [group, 12], [group, 3 + D]
-            alpha, z = _pair_alpha_depth(g[:, None, :], x, y, cfg)
-            use = (alpha > 0) & ~done
-            test_trans = trans * (1.0 - alpha)
-            stop = use & (test_trans < cfg.transmittance_min)
-            contrib = use & ~stop
-            w = jnp.where(contrib, alpha * trans, 0.0)
-            m = m_scale * (1.0 - cfg.near / z)
-            dist = dist + w * (m * m * (1.0 - trans) + m2 - 2.0 * m * m1)
-            weight, wz = weight + w, wz + w * z
-            feat = feat + w[..., None] * f[:, None, :]
-            m1, m2 = m1 + w * m, m2 + w * m * m
-            at_median = contrib & (trans > 0.5)
-            med = jnp.where(at_median, z, med)
-            trans = jnp.where(contrib, test_trans, trans)
-            carry = (trans, done | stop, weight, wz, feat, m1, m2, dist, med, has_med | at_median)
-            return carry, None
-
-        zeros = jnp.zeros_like(trans)
-        init = (trans, trans < cfg.transmittance_min, zeros, zeros,
-                jnp.zeros(trans.shape + f_all.shape[-1:], jnp.float32), zeros, zeros, zeros,
-                zeros, jnp.zeros(trans.shape, bool))
-        carry, _ = jax.lax.scan(step, init, (jnp.swapaxes(g_all, 0, 1), jnp.swapaxes(f_all, 0, 1)))
-        return carry[2:]
-
-    outs = jax.lax.map(
-        pass2, (grouped(geom), grouped(feats), grouped(px), grouped(py), grouped(trans_start))
-    )
-    weight, wz, feat, m1, m2, dist, med, has_med = (ungroup(o) for o in outs)
-    acc = jnp.concatenate([weight[..., None], wz[..., None], feat], axis=-1)
-    shape = weight.shape
-
-    # Cross-chunk terms of the distortion: pairs in earlier chunks of the same tile.
-    m1_prev = _segmented_exclusive_sum(m1, first)
-    m2_prev = _segmented_exclusive_sum(m2, first)
-    dist = dist + m2_prev * weight - 2.0 * m1_prev * m1
-
-    def to_tiles(x):
-        return jax.ops.segment_sum(x, chunk_tile, num_segments=num_tiles, indices_are_sorted=True)
-
-    acc_t, dist_t = to_tiles(acc), to_tiles(dist)
-    # Median: the last chunk of the tile that set one.
-    chunk_idx = jnp.arange(shape[0], dtype=jnp.int32)[:, None]
-    last = jax.ops.segment_max(
-        jnp.where(has_med, chunk_idx, -1), chunk_tile, num_segments=num_tiles,
-        indices_are_sorted=True,
-    )
-    pix = jnp.arange(shape[1])[None, :]
-    med_t = jnp.where(last >= 0, med[jnp.maximum(last, 0), pix], 0.0)
+    acc_t, dist_t, med_t = _composite_chunks(cfg, num_tiles, geom, feats, px, py, first, chunk_tile)
 
     alpha_t = acc_t[..., 0]
     color_t = acc_t[..., 5:] + (1.0 - alpha_t)[..., None] * background
@@ -217,3 +153,252 @@ def composite_xla(
         normal=to_image(acc_t[..., 2:5]),
         distortion=to_image(dist_t),
     )
+
+
+def _grouping(num_chunks: int):
+    """(grouped, ungroup): [n, ...] <-> [groups, group, ...] with zero padding."""
+    group = min(_GROUP_CHUNKS, num_chunks)
+    num_groups = -(-num_chunks // group)
+    pad = num_groups * group - num_chunks
+
+    def grouped(x):
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape((num_groups, group) + x.shape[1:])
+
+    def ungroup(x):
+        return x.reshape((num_groups * group,) + x.shape[2:])[:num_chunks]
+
+    return grouped, ungroup
+
+
+def _normalised_depth(cfg: TileConfig, z: jax.Array) -> jax.Array:
+    return cfg.far / (cfg.far - cfg.near) * (1.0 - cfg.near / z)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _composite_chunks(cfg, num_tiles, geom, feats, px, py, first, chunk_tile):
+    """Per-tile sums [n_tiles, P, 5 + D] (weight, w z, w n, w c), distortion and median depth
+    [n_tiles, P] of the chunk layout; differentiable w.r.t. geom and feats (hand-written VJP)."""
+    return _chunks_forward(cfg, num_tiles, geom, feats, px, py, first, chunk_tile)[0]
+
+
+def _chunks_forward(cfg: TileConfig, num_tiles, geom, feats, px, py, first, chunk_tile):
+    grouped, ungroup = _grouping(geom.shape[0])
+
+    def pass1(args):
+        g, x, y = args
+        alpha, _ = _pair_alpha_depth(g[:, :, None, :], x[:, None], y[:, None], cfg)
+        return jnp.sum(jnp.log1p(-alpha), axis=1)  # [group, P]
+
+    log_keep = ungroup(jax.lax.map(pass1, (grouped(geom), grouped(px), grouped(py))))
+    trans_start = jnp.exp(_segmented_exclusive_sum(log_keep, first))
+
+    def pass2(args):
+        g_all, f_all, x, y, trans = args
+
+        def step(carry, pair):
+            trans, done, weight, wz, feat, m1, m2, dist, med, med_k, last_k = carry
+            g, f, k = pair  # [group, 12], [group, 3 + D], []
+            alpha, z = _pair_alpha_depth(g[:, None, :], x, y, cfg)
+            use = (alpha > 0) & ~done
+            test_trans = trans * (1.0 - alpha)
+            stop = use & (test_trans < cfg.transmittance_min)
+            contrib = use & ~stop
+            w = jnp.where(contrib, alpha * trans, 0.0)
+            m = _normalised_depth(cfg, z)
+            dist = dist + w * (m * m * (1.0 - trans) + m2 - 2.0 * m * m1)
+            weight, wz = weight + w, wz + w * z
+            feat = feat + w[..., None] * f[:, None, :]
+            m1, m2 = m1 + w * m, m2 + w * m * m
+            at_median = contrib & (trans > 0.5)
+            med = jnp.where(at_median, z, med)
+            med_k = jnp.where(at_median, k, med_k)
+            last_k = jnp.where(contrib, k, last_k)
+            trans = jnp.where(contrib, test_trans, trans)
+            carry = (trans, done | stop, weight, wz, feat, m1, m2, dist, med, med_k, last_k)
+            return carry, None
+
+        zeros = jnp.zeros_like(trans)
+        none = jnp.full(trans.shape, -1, jnp.int32)
+        init = (
+            trans,
+            trans < cfg.transmittance_min,
+            zeros,
+            zeros,
+            jnp.zeros(trans.shape + f_all.shape[-1:], jnp.float32),
+            zeros,
+            zeros,
+            zeros,
+            zeros,
+            none,
+            none,
+        )
+        pairs = (
+            jnp.swapaxes(g_all, 0, 1),
+            jnp.swapaxes(f_all, 0, 1),
+            jnp.arange(g_all.shape[1], dtype=jnp.int32),
+        )
+        carry, _ = jax.lax.scan(step, init, pairs)
+        return (carry[0],) + carry[2:]
+
+    outs = jax.lax.map(
+        pass2, (grouped(geom), grouped(feats), grouped(px), grouped(py), grouped(trans_start))
+    )
+    trans_end, weight, wz, feat, m1, m2, dist, med, med_k, last_k = (ungroup(o) for o in outs)
+    acc = jnp.concatenate([weight[..., None], wz[..., None], feat], axis=-1)
+    shape = weight.shape
+
+    # Cross-chunk terms of the distortion: pairs in earlier chunks of the same tile.
+    m1_prev = _segmented_exclusive_sum(m1, first)
+    m2_prev = _segmented_exclusive_sum(m2, first)
+    dist = dist + m2_prev * weight - 2.0 * m1_prev * m1
+
+    def to_tiles(x):
+        return jax.ops.segment_sum(x, chunk_tile, num_segments=num_tiles, indices_are_sorted=True)
+
+    acc_t, dist_t = to_tiles(acc), to_tiles(dist)
+    # Median: the last chunk of the tile that set one.
+    chunk_idx = jnp.arange(shape[0], dtype=jnp.int32)[:, None]
+    med_chunk = jax.ops.segment_max(
+        jnp.where(med_k >= 0, chunk_idx, -1),
+        chunk_tile,
+        num_segments=num_tiles,
+        indices_are_sorted=True,
+    )
+    pix = jnp.arange(shape[1])[None, :]
+    med_t = jnp.where(med_chunk >= 0, med[jnp.maximum(med_chunk, 0), pix], 0.0)
+
+    residuals = dict(
+        geom=geom,
+        feats=feats,
+        px=px,
+        py=py,
+        first=first,
+        chunk_tile=chunk_tile,
+        trans_end=trans_end,
+        last_k=last_k,
+        med_k=med_k,
+        med_chunk=med_chunk,
+        acc=acc,
+        m1=m1,
+        m2=m2,
+        m1_t=to_tiles(m1),
+        m2_t=to_tiles(m2),
+        weight_t=acc_t[..., 0],
+    )
+    return (acc_t, dist_t, med_t), residuals
+
+
+def _chunks_fwd(cfg, num_tiles, geom, feats, px, py, first, chunk_tile):
+    return _chunks_forward(cfg, num_tiles, geom, feats, px, py, first, chunk_tile)
+
+
+def _chunks_bwd(cfg, num_tiles, r, cotangents):
+    g_acc_t, g_dist_t, g_med_t = cotangents
+    chunk_tile, first = r["chunk_tile"], r["first"]
+    num_chunks = chunk_tile.shape[0]
+    used = (chunk_tile < num_tiles)[:, None]
+    tile = jnp.minimum(chunk_tile, num_tiles - 1)
+
+    def per_chunk(x):  # per-tile [n_tiles, P, ...] -> per-chunk [n, P, ...], 0 when unused
+        x = x[tile]
+        return jnp.where(used.reshape(used.shape + (1,) * (x.ndim - 2)), x, 0.0)
+
+    g_acc, g_dist = per_chunk(g_acc_t), per_chunk(g_dist_t)
+    g_med = per_chunk(g_med_t)
+    weight_c, m1_c, m2_c = per_chunk(r["weight_t"]), per_chunk(r["m1_t"]), per_chunk(r["m2_t"])
+    is_med_chunk = r["med_chunk"][tile] == jnp.arange(num_chunks, dtype=jnp.int32)[:, None]
+    med_k = jnp.where(is_med_chunk & used, r["med_k"], -1)
+
+    # S at each chunk's end: sum of w phi over the later chunks of the tile. phi is linear in
+    # the pair's (1, z, n, c, m, m^2), so a chunk's share comes from its forward sums.
+    acc = r["acc"]
+    chunk_share = jnp.sum(g_acc * acc, axis=-1) + g_dist * (
+        m2_c * acc[..., 0] + weight_c * r["m2"] - 2.0 * m1_c * r["m1"]
+    )
+    inclusive = _segmented_exclusive_sum(chunk_share, first) + chunk_share
+    tile_total = jax.ops.segment_sum(
+        chunk_share, chunk_tile, num_segments=num_tiles, indices_are_sorted=True
+    )
+    suffix_end = jnp.where(used, tile_total[tile] - inclusive, 0.0)
+
+    grouped, ungroup = _grouping(num_chunks)
+    m_scale = cfg.far / (cfg.far - cfg.near)
+
+    def backward(args):
+        (
+            g_all,
+            f_all,
+            x,
+            y,
+            trans_end,
+            suffix,
+            last_k,
+            med_k,
+            g_acc,
+            g_dist,
+            g_med,
+            w_tot,
+            m1_tot,
+            m2_tot,
+        ) = args
+        g_w, g_wz, g_feat = g_acc[..., 0], g_acc[..., 1], g_acc[..., 2:]
+
+        def step(carry, pair):
+            trans_after, suffix = carry
+            g, f, k = pair  # [group, 12], [group, 3 + D], []
+
+            def alpha_depth(g):
+                return _pair_alpha_depth(g[:, None, :], x, y, cfg)
+
+            (alpha, z_raw), pair_vjp = jax.vjp(alpha_depth, g)
+            contrib = (alpha > 0) & (k <= last_k)
+            one_minus = 1.0 - alpha
+            trans = jnp.where(contrib, trans_after / one_minus, trans_after)
+            w = jnp.where(contrib, alpha * trans, 0.0)
+            z = jnp.where(contrib, z_raw, 1.0)
+            m = m_scale * (1.0 - cfg.near / z)
+            phi = (
+                g_w
+                + g_wz * z
+                + jnp.sum(g_feat * f[:, None, :], axis=-1)
+                + g_dist * (m2_tot + w_tot * m * m - 2.0 * m * m1_tot)
+            )
+            g_alpha = jnp.where(contrib, trans * phi - suffix / one_minus, 0.0)
+            suffix = suffix + w * phi
+            dm_dz = m_scale * cfg.near / (z * z)
+            g_z = w * (g_wz + g_dist * 2.0 * (w_tot * m - m1_tot) * dm_dz)
+            g_z = g_z + jnp.where(med_k == k, g_med, 0.0)
+            (g_geom,) = pair_vjp((g_alpha, g_z))
+            g_f = jnp.einsum("gp,gpc->gc", w, g_feat)
+            return (trans, suffix), (g_geom, g_f)
+
+        pairs = (
+            jnp.swapaxes(g_all, 0, 1),
+            jnp.swapaxes(f_all, 0, 1),
+            jnp.arange(g_all.shape[1], dtype=jnp.int32),
+        )
+        _, (g_geom, g_f) = jax.lax.scan(step, (trans_end, suffix), pairs, reverse=True)
+        return jnp.swapaxes(g_geom, 0, 1), jnp.swapaxes(g_f, 0, 1)
+
+    args = (
+        r["geom"],
+        r["feats"],
+        r["px"],
+        r["py"],
+        r["trans_end"],
+        suffix_end,
+        r["last_k"],
+        med_k,
+        g_acc,
+        g_dist,
+        g_med,
+        weight_c,
+        m1_c,
+        m2_c,
+    )
+    g_geom, g_feats = jax.lax.map(backward, tuple(grouped(a) for a in args))
+    return ungroup(g_geom), ungroup(g_feats), None, None, None, None
+
+
+_composite_chunks.defvjp(_chunks_fwd, _chunks_bwd)
