@@ -174,9 +174,10 @@ def chunk_view_count(chunk_path: str | os.PathLike) -> int:
 
 
 def read_record(
-    record: VaeRecord, views: Sequence[int] | np.ndarray, min_points: int
+    record: VaeRecord, views: Sequence[int] | np.ndarray | None, min_points: int
 ) -> tuple[GBufferChunk, np.ndarray]:
-    """Read the given views of the record's chunk and its FPS cloud (float32 [P, 3]).
+    """Read the given views (None = all) of the record's chunk and its FPS cloud (float32
+    [P, 3]).
 
     Raises GBufferError naming the file for any problem with the data, including a cloud with
     fewer than `min_points` points (FPS could not pick that many).

@@ -63,7 +63,9 @@ This module imports no jax: it runs inside grain worker processes.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import threading
 from typing import Any
 
 import grain
@@ -107,6 +109,7 @@ class SampleOptions:
     xyz_clip: float = 0.45
     legacy_ray_depth: bool = False
     on_error: str = "fail"
+    cache_chunks: int = 0
 
     def __post_init__(self):
         def positive(name):
@@ -132,6 +135,8 @@ class SampleOptions:
             raise ValueError(f"xyz_clip: expected > 0, got {self.xyz_clip}")
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error: expected one of {ON_ERROR}, got {self.on_error!r}")
+        if isinstance(self.cache_chunks, bool) or not self.cache_chunks >= 0:
+            raise ValueError(f"cache_chunks: expected an integer >= 0, got {self.cache_chunks!r}")
 
     @classmethod
     def from_config(cls, config: Any) -> SampleOptions:
@@ -290,10 +295,36 @@ class VaeSampleTransform(grain.transforms.RandomMap):
 
     With on_error='fail' a GBufferError (naming the file) propagates; with 'skip' it becomes a
     BadRecord that the loader drops, logs and counts.
+
+    With cache_chunks = N > 0 the last N chunks read (all their views, decoded) and their
+    clouds stay in memory (LRU, per process): for small datasets read over and over, where
+    decoding the 512 px tiles dominates (a 512 px chunk of 16 views is ~134 MB).
     """
 
     def __init__(self, options: SampleOptions):
         self.options = options
+        self._cache: collections.OrderedDict[str, tuple[GBufferChunk, np.ndarray]] = (
+            collections.OrderedDict()
+        )
+        self._cache_lock = threading.Lock()
+
+    def _read(self, record: VaeRecord, views: np.ndarray) -> tuple[GBufferChunk, np.ndarray]:
+        """The record's chunk at `views` (in that order) and its cloud, through the cache."""
+        if self.options.cache_chunks == 0:
+            return read_record(record, views, min_points=self.options.fps_points)
+        key = record.chunk_path
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+        if hit is None:  # read outside the lock: other threads keep serving hits meanwhile
+            hit = read_record(record, None, min_points=self.options.fps_points)
+            with self._cache_lock:
+                self._cache[key] = hit
+                while len(self._cache) > self.options.cache_chunks:
+                    self._cache.popitem(last=False)
+        chunk, points = hit
+        return _subset(chunk, views), points
 
     def random_map(self, record: VaeRecord, rng: np.random.Generator) -> dict | BadRecord:
         try:
@@ -313,9 +344,7 @@ class VaeSampleTransform(grain.transforms.RandomMap):
         encoded = own + np.arange(v)
         # Read the encoded half and the K supervised views of the other half (own-half
         # supervised views are among the encoded ones): positions in the read subset below.
-        chunk, points = read_record(
-            record, np.concatenate([encoded, other + perm]), min_points=o.fps_points
-        )
+        chunk, points = self._read(record, np.concatenate([encoded, other + perm]))
         enc = _subset(chunk, np.arange(v))
         sup = _subset(chunk, np.concatenate([perm, v + np.arange(k)]))
 

@@ -249,8 +249,36 @@ def test_resize_maps():
         ("jitter_prob", 1.5, "jitter_prob"),
         ("jitter_max", -0.1, "jitter_max"),
         ("fps_points", 2.5, "fps_points"),
+        ("cache_chunks", -1, "cache_chunks"),
     ],
 )
 def test_bad_options_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         SampleOptions(**{field: value})
+
+
+def test_chunk_cache_gives_the_same_samples_and_stays_bounded(data, monkeypatch):
+    """cache_chunks=N: samples identical to uncached reads; each chunk decoded once while it
+    stays among the N most recent; older chunks are evicted."""
+    import ga_jax.data.transforms as transforms
+
+    source, _ = data
+    reads = []
+    original = transforms.read_record
+    monkeypatch.setattr(
+        transforms, "read_record", lambda r, *a, **k: reads.append(r.chunk) or original(r, *a, **k)
+    )
+    options = dict(encoder_size=32, render_size=32, fps_points=64)
+    cached = VaeSampleTransform(SampleOptions(cache_chunks=2, **options))
+    # Records 0 and 1 are the two halves of chunk 0; 2, 3 of chunk 1; 4 of chunk 2.
+    order = ((0, 1), (1, 2), (2, 3), (0, 4), (4, 5), (3, 6))
+    got = [cached.random_map(source[i], np.random.default_rng(seed)) for i, seed in order]
+    chunk = [source[i].chunk for i in (0, 2, 4)]
+    # Records 1 and the second 0 hit the cache; that second 0 makes chunk 0 the most recent,
+    # so chunk 2 evicts chunk 1 (least recently used), which record 3 must then read again.
+    assert reads == [chunk[0], chunk[1], chunk[2], chunk[1]]
+    assert list(cached._cache) == [source[i].chunk_path for i in (4, 2)]
+    for out, (index, seed) in zip(got, order, strict=True):
+        want = sample(source, index, seed=seed, **options)
+        for key in want:
+            np.testing.assert_array_equal(out[key], want[key], err_msg=key)
