@@ -6,6 +6,7 @@
     data        the input pipeline (configs/common.py data_config)
     eval_data   the same fields for the held-out evaluation batches (one pass, no jitter)
     loss        ga_jax.losses.vae.default_loss_config (weights, start steps, KL anneal)
+    discriminator  ga_jax.losses.patchgan (PatchGAN + its AdamW; when loss.use_adversarial)
     optimizer   ga_jax.train.optimizers (AdamW groups: encoder / decoder DiT / surfel heads)
     train       steps, logging/eval/checkpoint periods, render sizes per surfel level
     mesh        axis sizes (-1 = the remaining devices), how many devices, logical-axis rules
@@ -15,6 +16,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from configs.common import data_config
+from ga_jax.losses.patchgan import default_discriminator_config
 from ga_jax.losses.vae import default_loss_config
 
 
@@ -31,6 +33,7 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.eval_data.jitter_prob = 0.0
 
     c.loss = default_loss_config()
+    c.discriminator = default_discriminator_config()  # used when loss.use_adversarial
 
     c.optimizer = ml_collections.ConfigDict()
     o = c.optimizer

@@ -14,6 +14,10 @@ parameters); `small_model()` and `tiny_model()` override only what differs. Fiel
                            per index, so P is fixed by the parameters)
     latent_dim             C of h [B, P, C]
     logvar_limit           logvar <- limit * tanh(logvar / limit)
+    logvar_offset          added to the raw logvar before the clamp (0 = the paper). At init the
+                           posterior std is ~1 while the means differ between objects by ~0.1,
+                           so a short run's decoder sees mostly noise; the small config starts
+                           with a small std instead (see configs/vae/small.py)
     encoder.*              ga_jax.models.vae.encoder.Encoder fields
     decoder.*              ga_jax.models.vae.decoder.Decoder fields
     surfels.*              ga_jax.models.vae.surfel_head.SurfelHead fields; levels =
@@ -39,6 +43,7 @@ def paper_model() -> ml_collections.ConfigDict:
     m.num_points = 768
     m.latent_dim = 10
     m.logvar_limit = 20.0
+    m.logvar_offset = 0.0
 
     m.encoder = ml_collections.ConfigDict()
     e = m.encoder
@@ -80,6 +85,7 @@ def paper_model() -> ml_collections.ConfigDict:
     s.scale_multiplier = 0.006492
     s.scale_bias_init = -2.5
     s.rotation_bias_init = 1.0
+    s.head_init_std = 0.0  # 0 = zero-initialised heads (the paper); see configs/vae/small.py
     return m
 
 

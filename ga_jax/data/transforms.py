@@ -308,6 +308,13 @@ class VaeSampleTransform(grain.transforms.RandomMap):
         )
         self._cache_lock = threading.Lock()
 
+    # Worker processes receive the transform pickled: each starts with an empty cache.
+    def __getstate__(self) -> dict:
+        return {"options": self.options}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["options"])
+
     def _read(self, record: VaeRecord, views: np.ndarray) -> tuple[GBufferChunk, np.ndarray]:
         """The record's chunk at `views` (in that order) and its cloud, through the cache."""
         if self.options.cache_chunks == 0:

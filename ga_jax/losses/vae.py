@@ -54,6 +54,10 @@ def default_loss_config() -> ml_collections.ConfigDict:
             distortion_start_step=15_000,
             opacity_prior=0.01,
             opacity_beta=(0.5, 0.25),
+            # PatchGAN (ga_jax.losses.patchgan; the trainer adds it, config.discriminator)
+            use_adversarial=False,
+            adversarial=6.25e-4,
+            adversarial_start_step=0,
         )
     )
 

@@ -39,6 +39,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 from PIL import Image
 
 from ga_jax.evaluation.image_metrics import psnr, ssim
+from ga_jax.losses.patchgan import (
+    build_discriminator,
+    discriminator_hinge_loss,
+    generator_hinge_loss,
+    make_discriminator_optimizer,
+)
 from ga_jax.losses.vae import resize_targets, vae_loss
 from ga_jax.models.vae.vae import LATENT_RNG, VAE, build_vae
 from ga_jax.parallel.mesh import DEFAULT_RULES, batch_sharding, logical_shardings, make_mesh
@@ -50,6 +56,7 @@ from ga_jax.train.metrics_writer import MetricWriter, Progress
 from ga_jax.train.optimizers import make_optimizer
 
 __all__ = [
+    "EVAL_METRICS",
     "MODEL_FIELDS",
     "NonFiniteLossError",
     "TrainState",
@@ -59,6 +66,7 @@ __all__ = [
     "render_levels",
     "save_grid",
     "train_and_evaluate",
+    "view_metrics",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,6 +88,9 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
+    # The PatchGAN discriminator and its optimiser state (None unless loss.use_adversarial).
+    disc_params: Any = None
+    disc_opt_state: Any = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -117,11 +128,23 @@ def _targets(batch: dict) -> dict:
     return {k: batch[k] for k in ("target_rgb", "target_alpha", "target_normal")}
 
 
-def make_loss_fn(model: VAE, config, lpips_fn: Callable | None = None) -> Callable:
-    """loss(params, batch, rng, step) -> (total, terms) for the train step and tests."""
-    sizes = tuple(config.train.render_sizes)
+def _uses_gan(config) -> bool:
+    return bool(config.loss.get("use_adversarial", False))
 
-    def loss_fn(params, batch, rng, step):
+
+def _as_images(x: jax.Array) -> jax.Array:
+    """[..., R, R, 3] -> [N, R, R, 3] for the discriminator."""
+    return x.reshape((-1,) + x.shape[-3:])
+
+
+def make_loss_fn(model: VAE, config, lpips_fn: Callable | None = None) -> Callable:
+    """loss(params, batch, rng, step, disc_params=None) -> (total, (terms, (fine render rgb,
+    fine target rgb))) for the train step. With loss.use_adversarial the generator's hinge
+    term scores the finest render with the (fixed) discriminator disc_params."""
+    sizes = tuple(config.train.render_sizes)
+    disc = build_discriminator(config.discriminator) if _uses_gan(config) else None
+
+    def loss_fn(params, batch, rng, step, disc_params=None):
         rng_latent, rng_lpips = jax.random.split(rng)
         levels, posterior = model.apply(
             {"params": params},
@@ -150,15 +173,55 @@ def make_loss_fn(model: VAE, config, lpips_fn: Callable | None = None) -> Callab
             lpips_fn=lpips_fn,
             rng=rng_lpips,
         )
+        fine = (renders[-1].rgb, targets[-1]["target_rgb"])
+        if disc is not None:
+            fake_logits = disc.apply({"params": disc_params}, _as_images(fine[0]))
+            terms["gan/generator"] = generator_hinge_loss(fake_logits)
+            weight = jnp.where(
+                step >= config.loss.adversarial_start_step, config.loss.adversarial, 0.0
+            )
+            total = total + weight * terms["gan/generator"]
+            terms["total"] = total
         terms["overflow"] = jnp.any(jnp.stack([jnp.any(r.overflow) for r in renders]))
-        terms["psnr"] = jnp.mean(psnr(renders[-1].rgb, targets[-1]["target_rgb"]))
+        terms["psnr"] = jnp.mean(psnr(*fine))
         debug_nan = config.train.get("debug_nan_at_step", -1)
         if debug_nan >= 0:  # test hook: the loss of one step becomes NaN
             total = jnp.where(step == debug_nan, jnp.nan, total)
             terms["total"] = total
-        return total, terms
+        return total, (terms, fine)
 
     return loss_fn
+
+
+def _discriminator_update(config, state: TrainState, fine) -> tuple[Any, Any, dict]:
+    """One hinge step of the discriminator on (finest render, its target); a no-op before
+    loss.adversarial_start_step or when its gradients are not finite."""
+    disc = build_discriminator(config.discriminator)
+    optimizer = make_discriminator_optimizer(config.discriminator)
+    fake, real = (_as_images(jax.lax.stop_gradient(x)) for x in fine)
+    weight = config.discriminator.loss_weight
+
+    def loss(disc_params):
+        real_logits = disc.apply({"params": disc_params}, real)
+        fake_logits = disc.apply({"params": disc_params}, fake)
+        value = weight * discriminator_hinge_loss(real_logits, fake_logits)
+        return value, (jnp.mean(real_logits), jnp.mean(fake_logits))
+
+    (value, (real_mean, fake_mean)), grads = jax.value_and_grad(loss, has_aux=True)(
+        state.disc_params
+    )
+    updates, opt_state = optimizer.update(grads, state.disc_opt_state, state.disc_params)
+    params = optax.apply_updates(state.disc_params, updates)
+    active = (state.step >= config.loss.adversarial_start_step) & jnp.isfinite(
+        optax.tree.norm(grads)
+    )
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)
+    metrics = {
+        "gan/discriminator": value,
+        "gan/real_logits": real_mean,
+        "gan/fake_logits": fake_mean,
+    }
+    return keep(params, state.disc_params), keep(opt_state, state.disc_opt_state), metrics
 
 
 def make_train_step(model: VAE, optimizer: optax.GradientTransformation, config, lpips_fn=None):
@@ -167,8 +230,8 @@ def make_train_step(model: VAE, optimizer: optax.GradientTransformation, config,
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
-        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, rng, state.step
+        (_, (terms, fine)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, rng, state.step, state.disc_params
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -185,6 +248,10 @@ def make_train_step(model: VAE, optimizer: optax.GradientTransformation, config,
         metrics["grad_norm"] = grad_norm
         metrics["param_norm"] = optax.tree.norm(params)
         metrics["update_norm"] = optax.tree.norm(updates)
+        if state.disc_params is not None:
+            disc_params, disc_opt_state, disc_metrics = _discriminator_update(config, state, fine)
+            state = state.replace(disc_params=disc_params, disc_opt_state=disc_opt_state)
+            metrics.update(disc_metrics)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics
 
@@ -220,9 +287,17 @@ def create_train_state(model: VAE, optimizer, config, mesh, rng: jax.Array):
 
     def init(rng):
         params = nn.unbox(init_params(rng))
-        return TrainState(
+        state = TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params)
         )
+        if _uses_gan(config):
+            size = config.train.render_sizes[-1]
+            disc = build_discriminator(config.discriminator)
+            disc_rng = jax.random.fold_in(rng, 1)
+            disc_params = disc.init(disc_rng, jnp.zeros((1, size, size, 3)))["params"]
+            disc_opt_state = make_discriminator_optimizer(config.discriminator).init(disc_params)
+            state = state.replace(disc_params=disc_params, disc_opt_state=disc_opt_state)
+        return state
 
     rules = config.mesh.get("rules")
     param_shardings = logical_shardings(jax.eval_shape(init_params, rng), mesh, rules)
@@ -237,7 +312,17 @@ def create_train_state(model: VAE, optimizer, config, mesh, rng: jax.Array):
         transform_non_params=lambda _: replicated,
         is_leaf=lambda x: isinstance(x, optax.MaskedNode),
     )
-    shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
+    # The discriminator is small (~2.8M parameters at 64 channels): replicated.
+    disc_shardings = jax.tree.map(
+        lambda _: replicated, (abstract.disc_params, abstract.disc_opt_state)
+    )
+    shardings = TrainState(
+        step=replicated,
+        params=param_shardings,
+        opt_state=opt_shardings,
+        disc_params=disc_shardings[0],
+        disc_opt_state=disc_shardings[1],
+    )
     state = jax.jit(init, out_shardings=shardings)(rng)
     return state, shardings
 
@@ -250,9 +335,27 @@ def _rules_context(mesh, rules):
     return stack
 
 
+def view_metrics(rgb: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
+    """EVAL_METRICS per sample of renders vs targets [B, 2K, R, R, 3], whose views are K of the
+    encoded half then K of the other half: psnr/ssim over all 2K views, *_novel over the last K
+    (PSNR of the mean squared error over the views, SSIM averaged over views)."""
+    per_view_ssim = ssim(rgb, target)  # [B, 2K]
+    novel = slice(target.shape[1] // 2, None)
+    return {
+        "psnr": psnr(rgb, target, axes=(-4, -3, -2, -1)),
+        "ssim": jnp.mean(per_view_ssim, axis=-1),
+        "psnr_novel": psnr(rgb[:, novel], target[:, novel], axes=(-4, -3, -2, -1)),
+        "ssim_novel": jnp.mean(per_view_ssim[:, novel], axis=-1),
+    }
+
+
 def evaluate_batch(model: VAE, params, batch: dict, config) -> tuple[dict, np.ndarray]:
     """Metrics of the finest render of the posterior mean vs the targets, per sample, and
-    images [B, V, 2, R, R, 3] (prediction, target)."""
+    images [B, V, 2, R, R, 3] (prediction, target).
+
+    The supervision views are K views of the encoded half followed by K of the other half
+    (ga_jax.data.transforms): psnr/ssim cover all 2K, psnr_novel/ssim_novel only the last K,
+    which the encoder did not see (novel views)."""
     levels, _ = model.apply(
         {"params": params}, batch["encoder_input"], batch["fps_xyz"], train=False
     )
@@ -266,11 +369,8 @@ def evaluate_batch(model: VAE, params, batch: dict, config) -> tuple[dict, np.nd
         capacity_per_surfel=config.train.capacity_per_surfel,
     )
     target = resize_targets(_targets(batch), size)["target_rgb"]
-    metrics = {
-        "psnr": psnr(out.rgb, target, axes=(-4, -3, -2, -1)),
-        "ssim": jnp.mean(ssim(out.rgb, target), axis=-1),
-        "overflow": jnp.any(out.overflow, axis=-1),
-    }
+    metrics = view_metrics(out.rgb, target)
+    metrics["overflow"] = jnp.any(out.overflow, axis=-1)
     images = jnp.stack([jnp.clip(out.rgb, 0, 1), target], axis=2)
     return metrics, images
 
@@ -298,6 +398,10 @@ def _batch_axes(mesh, rules) -> tuple[str, ...]:
     return (spec,) if isinstance(spec, str) else tuple(spec or ())
 
 
+# Per-sample metrics of evaluate_batch that evaluations average and report.
+EVAL_METRICS = ("psnr", "ssim", "psnr_novel", "ssim_novel")
+
+
 @dataclasses.dataclass
 class _Evaluator:
     model: VAE
@@ -308,18 +412,14 @@ class _Evaluator:
 
     def __call__(self, params, step: int, workdir: Path) -> dict[str, float]:
         fn = jax.jit(functools.partial(evaluate_batch, self.model, config=self.config))
-        values: dict[str, list] = {"psnr": [], "ssim": [], "overflow": []}
+        values: dict[str, list] = {k: [] for k in EVAL_METRICS + ("overflow",)}
         for i, batch in enumerate(self.batches):
             metrics, images = fn(params, _device_batch(batch, self.mesh, self.axes))
             for k in values:
                 values[k].extend(np.asarray(metrics[k]).tolist())
             if i == 0:
                 save_grid(workdir / "eval" / f"step_{step:07d}.png", np.asarray(images))
-        return {
-            "eval/psnr": float(np.mean(values["psnr"])),
-            "eval/ssim": float(np.mean(values["ssim"])),
-            "eval/overflow": float(np.mean(values["overflow"])),
-        }
+        return {f"eval/{k}": float(np.mean(v)) for k, v in values.items()}
 
 
 def train_and_evaluate(config, workdir: str | Path) -> dict[str, float]:

@@ -8,6 +8,8 @@ for the rays, and the sphere itself for the geometry.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -278,6 +280,9 @@ def test_chunk_cache_gives_the_same_samples_and_stays_bounded(data, monkeypatch)
     # so chunk 2 evicts chunk 1 (least recently used), which record 3 must then read again.
     assert reads == [chunk[0], chunk[1], chunk[2], chunk[1]]
     assert list(cached._cache) == [source[i].chunk_path for i in (4, 2)]
+    # Pickled for a worker process: same options, an empty cache of its own.
+    clone = pickle.loads(pickle.dumps(cached))
+    assert clone.options == cached.options and not clone._cache
     for out, (index, seed) in zip(got, order, strict=True):
         want = sample(source, index, seed=seed, **options)
         for key in want:

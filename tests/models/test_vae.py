@@ -191,6 +191,20 @@ def _activate(xyz, pre):
     )
 
 
+@pytest.mark.parametrize("std", [0.0, 0.5])
+def test_head_init_std(std):
+    """head_init_std = 0: every surfel head kernel is zero (the paper); > 0: N(0, std^2)."""
+    head = SurfelHead(num_heads=2, mlp_dim=32, levels=((3, 1),), scan_layers=False,
+                      head_init_std=std)
+    features = jnp.ones((1, 64, 16))
+    params = nn.unbox(head.init(jax.random.key(0), features, jnp.zeros((1, 64, 3))))["params"]
+    for kernel in (params["base"]["kernel"], params["upsample_0"]["head"]["kernel"]):
+        if std == 0.0:
+            assert not np.any(np.asarray(kernel))
+        else:
+            assert abs(float(jnp.std(kernel)) - std) < 0.1 * std and abs(float(kernel.mean())) < 0.1
+
+
 def test_cascade_formula_with_random_heads():
     """Random (non-zero) heads, two levels: base xyz = fps + 0.0225 tanh(o); child xyz =
     parent xyz + 0.225 tanh(R[0:3]); child pre-activations = parent's + R (captured)."""
@@ -316,6 +330,11 @@ def test_logvar_clamp_and_sample():
     small = DiagonalGaussian.from_moments(jnp.array([[[0.5, 0.01]]]))  # ~identity near 0
     np.testing.assert_allclose(small.logvar, 0.01, rtol=1e-6)
     np.testing.assert_allclose(small.mean, 0.5)
+    # The offset shifts the raw logvar before the clamp (std e^-3 at raw 0, offset -6).
+    shifted = DiagonalGaussian.from_moments(moments, offset=-6.0)
+    want = 20 * np.tanh((np.asarray(raw, np.float64) - 6.0) / 20)
+    np.testing.assert_allclose(shifted.logvar[0, :, 0], want, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(shifted.std[0, 5, 0], np.exp(10 * np.tanh(-0.3)), rtol=1e-6)
     key = jax.random.key(7)
     eps = jax.random.normal(key, posterior.mean.shape)
     np.testing.assert_allclose(

@@ -25,6 +25,7 @@ from ga_jax.train.vae_trainer import (
     create_train_state,
     make_train_step,
     train_and_evaluate,
+    view_metrics,
 )
 from tests.data.fake_vae_data import make_fake_dataset
 
@@ -62,7 +63,7 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
     records = read_jsonl(tmp_path / "metrics.jsonl")
     names = set().union(*records)
     for name in ("rgb_l1/0", "rgb_l1/1", "alpha_l1/1", "kl", "grad_norm", "param_norm",
-                 "update_norm", "eval/psnr", "eval/ssim"):
+                 "update_norm", "eval/psnr", "eval/ssim", "eval/psnr_novel", "eval/ssim_novel"):
         assert name in names, name
     assert (tmp_path / "eval" / "step_0000002.png").is_file()
     assert Checkpointer(tmp_path / "checkpoints").all_steps() == [2]
@@ -70,8 +71,9 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
 
     result = evaluate_reconstruction(c, tmp_path)
     assert result["step"] == 2 and len(result["objects"]) == 4
-    per_object = [r["psnr"] for r in result["objects"].values()]
-    np.testing.assert_allclose(result["mean_psnr"], np.mean(per_object), rtol=1e-6)
+    for key in ("psnr", "psnr_novel", "ssim_novel"):
+        per_object = [r[key] for r in result["objects"].values()]
+        np.testing.assert_allclose(result[f"mean_{key}"], np.mean(per_object), rtol=1e-6)
     assert "| **mean** |" in (tmp_path / "eval_recon.md").read_text()
 
     latents = LatentDataset(extract_latents(c, tmp_path, tmp_path / "latents", cond_size=16))
@@ -120,9 +122,10 @@ def test_eight_devices_equal_one(fake_roots):
         assert float(np.max(np.abs(update_1 - update_8))) / scale <= 1e-5
 
 
-def final_params(workdir, config):
+def final_state(workdir, config, step=None):
+    """(step, state) of a checkpoint of workdir (the latest by default)."""
     ckpt = Checkpointer(workdir / "checkpoints")
-    step = ckpt.latest_step()
+    step = ckpt.latest_step() if step is None else step
     model, optimizer = build_vae(config.model), make_optimizer(config.optimizer)
     mesh = make_mesh(config.mesh.shape, num_devices=config.mesh.num_devices)
     with _rules_context(mesh, None):
@@ -130,22 +133,38 @@ def final_params(workdir, config):
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
     )
-    return step, jax.device_get(ckpt.restore(step, abstract).params)
+    return step, jax.device_get(ckpt.restore(step, abstract))
+
+
+def with_gan(config, start_step):
+    config.loss.use_adversarial = True
+    config.loss.adversarial = 0.1
+    config.loss.adversarial_start_step = start_step
+    config.discriminator.base_channels, config.discriminator.norm_groups = 8, 4
+    return config
 
 
 def test_resume_matches_uninterrupted_run(fake_roots, tmp_path):
-    full = tiny_config(fake_roots, total_steps=4, checkpoint_every_steps=2)
+    """With the PatchGAN term on, so that the discriminator and its optimiser state are part of
+    what a checkpoint must carry (the plain path is covered by the smoke and NaN tests)."""
+    full = with_gan(tiny_config(fake_roots, total_steps=4, checkpoint_every_steps=2), 1)
     train_and_evaluate(full, tmp_path / "full")
-    train_and_evaluate(tiny_config(fake_roots, total_steps=2, checkpoint_every_steps=2),
-                       tmp_path / "split")  # the "killed" run: stops after its checkpoint
+    killed = with_gan(tiny_config(fake_roots, total_steps=2, checkpoint_every_steps=2), 1)
+    train_and_evaluate(killed, tmp_path / "split")  # the "killed" run: stops after its checkpoint
     train_and_evaluate(full, tmp_path / "split")  # restarted: resumes at step 2
-    step_a, params_a = final_params(tmp_path / "full", full)
-    step_b, params_b = final_params(tmp_path / "split", full)
+    step_a, state_a = final_state(tmp_path / "full", full)
+    step_b, state_b = final_state(tmp_path / "split", full)
     assert step_a == step_b == 4
-    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
         np.testing.assert_array_equal(a, b)
-    steps = [r["step"] for r in read_jsonl(tmp_path / "split" / "metrics.jsonl")]
-    assert steps == [2, 4]
+    # The discriminator trained (from step 1 on) and the generator saw its term.
+    _, state_2 = final_state(tmp_path / "full", full, step=2)
+    for a, b in zip(*map(jax.tree.leaves, (state_a.disc_params, state_2.disc_params)), strict=True):
+        assert np.any(a != b)
+    records = read_jsonl(tmp_path / "split" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [2, 4]
+    for name in ("gan/generator", "gan/discriminator", "gan/real_logits", "gan/fake_logits"):
+        assert np.isfinite(records[-1][name]), name
 
 
 def test_nan_stops_and_keeps_the_last_checkpoint(fake_roots, tmp_path):
@@ -154,7 +173,18 @@ def test_nan_stops_and_keeps_the_last_checkpoint(fake_roots, tmp_path):
         train_and_evaluate(c, tmp_path)
     ckpt = Checkpointer(tmp_path / "checkpoints")
     assert ckpt.all_steps() == [2]
-    step, params = final_params(tmp_path, c)
-    assert step == 2 and all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
+    step, state = final_state(tmp_path, c)
+    assert step == 2 and all(np.all(np.isfinite(p)) for p in jax.tree.leaves(state.params))
     config = json.loads((tmp_path / "checkpoints" / "2" / "config" / "metadata").read_text())
     assert config["train"]["debug_nan_at_step"] == 3
+
+
+def test_view_metrics_split_encoded_and_novel_views():
+    """Renders exact on the K encoded-half views and off by 0.1 on the K novel ones:
+    PSNR novel = 10 log10(1 / 0.01) = 20 dB, all views 10 log10(1 / 0.005) = 23.01 dB."""
+    target = jax.random.uniform(jax.random.key(0), (2, 4, 16, 16, 3), minval=0.2, maxval=0.8)
+    rgb = target.at[:, 2:].add(0.1)
+    m = view_metrics(rgb, target)
+    np.testing.assert_allclose(m["psnr_novel"], [20.0, 20.0], rtol=1e-5)
+    np.testing.assert_allclose(m["psnr"], [10 * np.log10(200.0)] * 2, rtol=1e-5)
+    assert np.all(m["ssim"] > m["ssim_novel"]) and np.all(m["ssim_novel"] < 1.0)

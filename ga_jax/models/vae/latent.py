@@ -26,11 +26,14 @@ class DiagonalGaussian:
     logvar: jax.Array  # [B, P, C], already soft-clamped
 
     @classmethod
-    def from_moments(cls, moments: jax.Array, limit: float = 20.0) -> DiagonalGaussian:
-        """moments [..., 2C] = [mean | raw logvar] (mean first) -> posterior (logvar clamped)."""
+    def from_moments(
+        cls, moments: jax.Array, limit: float = 20.0, offset: float = 0.0
+    ) -> DiagonalGaussian:
+        """moments [..., 2C] = [mean | raw logvar] (mean first) -> posterior with logvar =
+        clamp(raw + offset). A negative offset starts training with a small posterior std."""
         moments = moments.astype(jnp.float32)
         mean, logvar = jnp.split(moments, 2, axis=-1)
-        return cls(mean=mean, logvar=soft_clamp_logvar(logvar, limit))
+        return cls(mean=mean, logvar=soft_clamp_logvar(logvar + offset, limit))
 
     @property
     def std(self) -> jax.Array:

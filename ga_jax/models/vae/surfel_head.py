@@ -48,6 +48,13 @@ def surfel_activations(
     )
 
 
+def _head_kernel_init(std: float):
+    """Zeros (the paper) or N(0, std^2). With every head zero, no gradient reaches the decoder
+    or the encoder at the first step, and the decoder's adaLN-Zero gates (also zero) make the
+    path to h second order: fine over the paper's schedule, slow for a short run."""
+    return nn.initializers.zeros_init() if std == 0.0 else nn.initializers.normal(std)
+
+
 def surfel_bias_init(scale_bias: float = -2.5, rotation_w: float = 1.0):
     """Bias initialiser [K]: zeros, scales (4:6) = scale_bias, quaternion w (6) = rotation_w."""
 
@@ -74,6 +81,7 @@ class Upsampler(nn.Module):
     num_heads: int
     mlp_dim: int
     num_channels: int = 13
+    head_init_std: float = 0.0
     scan_layers: bool = True
     remat_policy: str = "none"
     attention_impl: str = "xla"
@@ -123,7 +131,7 @@ class Upsampler(nn.Module):
         residual = dense(
             self.num_channels,
             ("embed", None),
-            kernel_init=nn.initializers.zeros_init(),
+            kernel_init=_head_kernel_init(self.head_init_std),
             name="head",
             **f32,
         )(LayerNorm(name="head_norm", **f32)(children))
@@ -146,6 +154,7 @@ class SurfelHead(nn.Module):
     scale_multiplier: float = 0.006492
     scale_bias_init: float = -2.5
     rotation_bias_init: float = 1.0
+    head_init_std: float = 0.0
     scan_layers: bool = True
     remat_policy: str = "none"
     attention_impl: str = "xla"
@@ -168,7 +177,7 @@ class SurfelHead(nn.Module):
         pre = dense(
             self.num_channels,
             ("embed", None),
-            kernel_init=nn.initializers.zeros_init(),
+            kernel_init=_head_kernel_init(self.head_init_std),
             bias_init=surfel_bias_init(self.scale_bias_init, self.rotation_bias_init),
             name="base",
             **f32,
@@ -182,6 +191,7 @@ class SurfelHead(nn.Module):
                 self.num_heads,
                 self.mlp_dim,
                 num_channels=self.num_channels,
+                head_init_std=self.head_init_std,
                 scan_layers=self.scan_layers,
                 remat_policy=self.remat_policy,
                 attention_impl=self.attention_impl,

@@ -49,11 +49,12 @@ class VAE(nn.Module):
     decoder: Decoder
     surfel_head: SurfelHead
     logvar_limit: float = 20.0
+    logvar_offset: float = 0.0
 
     def encode(self, encoder_input: jax.Array, fps_xyz: jax.Array) -> DiagonalGaussian:
         """encoder_input [B, V, S, S, 15], fps_xyz [B, P, 3] -> posterior over h [B, P, C]."""
         return DiagonalGaussian.from_moments(
-            self.encoder(encoder_input, fps_xyz), self.logvar_limit
+            self.encoder(encoder_input, fps_xyz), self.logvar_limit, self.logvar_offset
         )
 
     def decode(self, xyz: jax.Array, h: jax.Array) -> list[Surfels]:
@@ -125,7 +126,9 @@ def build_vae(cfg: Any) -> VAE:
             f"decoder.num_heads={decoder.num_heads} and surfels.num_heads={surfel_head.num_heads}"
         )
     return VAE(
-        encoder=encoder, decoder=decoder, surfel_head=surfel_head, logvar_limit=cfg.logvar_limit
+        encoder=encoder, decoder=decoder, surfel_head=surfel_head,
+        logvar_limit=cfg.logvar_limit,
+        logvar_offset=cfg.get("logvar_offset", 0.0),
     )
 
 
