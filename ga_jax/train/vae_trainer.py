@@ -174,6 +174,13 @@ def make_loss_fn(model: VAE, config, lpips_fn: Callable | None = None) -> Callab
             rng=rng_lpips,
         )
         fine = (renders[-1].rgb, targets[-1]["target_rgb"])
+        # Health of the representation (docs/results.md: surfels that shrink to dots and a
+        # posterior that drifts back to the prior were what stalled the short CPU runs).
+        for level, surfels in enumerate(levels):
+            terms[f"surfels/scale_mm/{level}"] = 1000.0 * jnp.mean(surfels.scales)
+            terms[f"surfels/opacity/{level}"] = jnp.mean(surfels.opacities)
+        terms["posterior/std"] = jnp.mean(posterior.std)
+        terms["posterior/mean_spread"] = jnp.mean(jnp.std(posterior.mean, axis=0))
         if disc is not None:
             fake_logits = disc.apply({"params": disc_params}, _as_images(fine[0]))
             terms["gan/generator"] = generator_hinge_loss(fake_logits)

@@ -63,8 +63,13 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
     records = read_jsonl(tmp_path / "metrics.jsonl")
     names = set().union(*records)
     for name in ("rgb_l1/0", "rgb_l1/1", "alpha_l1/1", "kl", "grad_norm", "param_norm",
-                 "update_norm", "eval/psnr", "eval/ssim", "eval/psnr_novel", "eval/ssim_novel"):
+                 "update_norm", "eval/psnr", "eval/ssim", "eval/psnr_novel", "eval/ssim_novel",
+                 "surfels/scale_mm/1", "surfels/opacity/0", "posterior/std",
+                 "posterior/mean_spread"):
         assert name in names, name
+    # Steps 0-1 barely move the surfel heads: base scales stay at the closed-form init,
+    # softplus(-2.5) x 6.492 mm.
+    np.testing.assert_allclose(records[0]["surfels/scale_mm/0"], 0.5122, rtol=0.05)
     assert (tmp_path / "eval" / "step_0000002.png").is_file()
     assert Checkpointer(tmp_path / "checkpoints").all_steps() == [2]
     assert list((tmp_path / "tensorboard").glob("events.*"))
