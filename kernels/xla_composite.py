@@ -171,6 +171,11 @@ def _grouping(num_chunks: int):
     return grouped, ungroup
 
 
+def _tile_sum(x: jax.Array, chunk_tile: jax.Array, num_tiles: int) -> jax.Array:
+    """Per-chunk values [n, ...] summed per tile -> [n_tiles, ...] (unused chunks dropped)."""
+    return jax.ops.segment_sum(x, chunk_tile, num_segments=num_tiles, indices_are_sorted=True)
+
+
 def _normalised_depth(cfg: TileConfig, z: jax.Array) -> jax.Array:
     return cfg.far / (cfg.far - cfg.near) * (1.0 - cfg.near / z)
 
@@ -253,10 +258,7 @@ def _chunks_forward(cfg: TileConfig, num_tiles, geom, feats, px, py, first, chun
     m2_prev = _segmented_exclusive_sum(m2, first)
     dist = dist + m2_prev * weight - 2.0 * m1_prev * m1
 
-    def to_tiles(x):
-        return jax.ops.segment_sum(x, chunk_tile, num_segments=num_tiles, indices_are_sorted=True)
-
-    acc_t, dist_t = to_tiles(acc), to_tiles(dist)
+    acc_t, dist_t = (_tile_sum(x, chunk_tile, num_tiles) for x in (acc, dist))
     # Median: the last chunk of the tile that set one.
     chunk_idx = jnp.arange(shape[0], dtype=jnp.int32)[:, None]
     med_chunk = jax.ops.segment_max(
@@ -282,15 +284,8 @@ def _chunks_forward(cfg: TileConfig, num_tiles, geom, feats, px, py, first, chun
         acc=acc,
         m1=m1,
         m2=m2,
-        m1_t=to_tiles(m1),
-        m2_t=to_tiles(m2),
-        weight_t=acc_t[..., 0],
     )
     return (acc_t, dist_t, med_t), residuals
-
-
-def _chunks_fwd(cfg, num_tiles, geom, feats, px, py, first, chunk_tile):
-    return _chunks_forward(cfg, num_tiles, geom, feats, px, py, first, chunk_tile)
 
 
 def _chunks_bwd(cfg, num_tiles, r, cotangents):
@@ -306,20 +301,21 @@ def _chunks_bwd(cfg, num_tiles, r, cotangents):
 
     g_acc, g_dist = per_chunk(g_acc_t), per_chunk(g_dist_t)
     g_med = per_chunk(g_med_t)
-    weight_c, m1_c, m2_c = per_chunk(r["weight_t"]), per_chunk(r["m1_t"]), per_chunk(r["m2_t"])
+    # The pixel totals W, M1, M2 of each chunk's tile.
+    acc, m1, m2 = r["acc"], r["m1"], r["m2"]
+    weight_c, m1_c, m2_c = (
+        per_chunk(_tile_sum(x, chunk_tile, num_tiles)) for x in (acc[..., 0], m1, m2)
+    )
     is_med_chunk = r["med_chunk"][tile] == jnp.arange(num_chunks, dtype=jnp.int32)[:, None]
     med_k = jnp.where(is_med_chunk & used, r["med_k"], -1)
 
     # S at each chunk's end: sum of w phi over the later chunks of the tile. phi is linear in
     # the pair's (1, z, n, c, m, m^2), so a chunk's share comes from its forward sums.
-    acc = r["acc"]
     chunk_share = jnp.sum(g_acc * acc, axis=-1) + g_dist * (
-        m2_c * acc[..., 0] + weight_c * r["m2"] - 2.0 * m1_c * r["m1"]
+        m2_c * acc[..., 0] + weight_c * m2 - 2.0 * m1_c * m1
     )
     inclusive = _segmented_exclusive_sum(chunk_share, first) + chunk_share
-    tile_total = jax.ops.segment_sum(
-        chunk_share, chunk_tile, num_segments=num_tiles, indices_are_sorted=True
-    )
+    tile_total = _tile_sum(chunk_share, chunk_tile, num_tiles)
     suffix_end = jnp.where(used, tile_total[tile] - inclusive, 0.0)
 
     grouped, ungroup = _grouping(num_chunks)
@@ -357,7 +353,7 @@ def _chunks_bwd(cfg, num_tiles, r, cotangents):
             trans = jnp.where(contrib, trans_after / one_minus, trans_after)
             w = jnp.where(contrib, alpha * trans, 0.0)
             z = jnp.where(contrib, z_raw, 1.0)
-            m = m_scale * (1.0 - cfg.near / z)
+            m = _normalised_depth(cfg, z)
             phi = (
                 g_w
                 + g_wz * z
@@ -401,4 +397,4 @@ def _chunks_bwd(cfg, num_tiles, r, cotangents):
     return ungroup(g_geom), ungroup(g_feats), None, None, None, None
 
 
-_composite_chunks.defvjp(_chunks_fwd, _chunks_bwd)
+_composite_chunks.defvjp(_chunks_forward, _chunks_bwd)

@@ -255,7 +255,7 @@ def make_train_step(model: VAE, optimizer: optax.GradientTransformation, config,
         metrics["grad_norm"] = grad_norm
         metrics["param_norm"] = optax.tree.norm(params)
         metrics["update_norm"] = optax.tree.norm(updates)
-        if state.disc_params is not None:
+        if _uses_gan(config):
             disc_params, disc_opt_state, disc_metrics = _discriminator_update(config, state, fine)
             state = state.replace(disc_params=disc_params, disc_opt_state=disc_opt_state)
             metrics.update(disc_metrics)
