@@ -86,6 +86,7 @@ def paper_model() -> ml_collections.ConfigDict:
     s.scale_bias_init = -2.5
     s.rotation_bias_init = 1.0
     s.head_init_std = 0.0  # 0 = zero-initialised heads (the paper); see configs/vae/small.py
+    s.child_spread = ()  # () = children start on their parent (the paper); see SurfelHead
     return m
 
 

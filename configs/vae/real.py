@@ -1,6 +1,7 @@
 """The small VAE overfit to the 5 real objects of ../shared/data (issue 4, acceptance 3).
 
-    python -m launch.train --config=configs/vae/real.py --workdir=outputs/vae_real
+    python -m launch.train --config=configs/vae/real.py --workdir=outputs/vae_real \
+        --config.train.time_limit_minutes=30
     python -m launch.eval_vae --config=configs/vae/real.py --workdir=outputs/vae_real
 
 Model, sizes and optimiser as configs/vae/small.py. Each object has 3 chunks of 16 views
@@ -8,7 +9,8 @@ whose cameras do not repeat between chunks: training reads chunks 1 and 2
 (configs/vae/real_objects/train.json), evaluation chunk 3 (heldout.json), so every evaluated
 view is one that training never rendered; the novel-view metrics also exclude the views the
 encoder saw. The decoded training chunks stay in memory (cache_chunks): decoding the 512 px
-tiles would otherwise cost more than the step. Results: docs/results.md.
+tiles would otherwise cost more than the step. Results: docs/results.md (23.8 dB held-out,
+24.3 dB on novel views after 30 minutes on the 2-core CPU).
 """
 
 from pathlib import Path

@@ -124,6 +124,14 @@ def render_levels(
     return outputs
 
 
+def child_distance(parents: jax.Array, children: jax.Array) -> jax.Array:
+    """Mean distance of each child [B, N*f, 3] from its parent [B, N, 3] (child j of parent n
+    is row n * f + j, as the upsamplers lay them out)."""
+    b, n = parents.shape[:2]
+    grouped = children.reshape(b, n, children.shape[1] // n, 3)
+    return jnp.mean(jnp.linalg.norm(grouped - parents[:, :, None], axis=-1))
+
+
 def _targets(batch: dict) -> dict:
     return {k: batch[k] for k in ("target_rgb", "target_alpha", "target_normal")}
 
@@ -179,6 +187,10 @@ def make_loss_fn(model: VAE, config, lpips_fn: Callable | None = None) -> Callab
         for level, surfels in enumerate(levels):
             terms[f"surfels/scale_mm/{level}"] = 1000.0 * jnp.mean(surfels.scales)
             terms[f"surfels/opacity/{level}"] = jnp.mean(surfels.opacities)
+            if level:  # children that stay on their parent draw the object as dots
+                terms[f"surfels/child_distance_mm/{level}"] = 1000.0 * child_distance(
+                    levels[level - 1].means, surfels.means
+                )
         terms["posterior/std"] = jnp.mean(posterior.std)
         terms["posterior/mean_spread"] = jnp.mean(jnp.std(posterior.mean, axis=0))
         if disc is not None:

@@ -29,6 +29,7 @@ from ga_jax.models.vae import (
     param_counts,
 )
 from ga_jax.models.vae.encoder import cell_centre_xyz
+from ga_jax.models.vae.surfel_head import fibonacci_directions
 from ga_jax.parallel.mesh import logical_shardings, make_mesh
 from ga_jax.rendering.surfels import check_surfels
 
@@ -203,6 +204,43 @@ def test_head_init_std(std):
             assert not np.any(np.asarray(kernel))
         else:
             assert abs(float(jnp.std(kernel)) - std) < 0.1 * std and abs(float(kernel.mean())) < 0.1
+
+
+def test_fibonacci_directions_cover_the_sphere():
+    for count in (1, 4, 8, 64):
+        d = fibonacci_directions(count)
+        np.testing.assert_allclose(np.linalg.norm(d, axis=-1), 1.0, atol=1e-12)
+        if count > 1:
+            gap = np.min(np.linalg.norm(d[:, None] - d[None], axis=-1) + 9 * np.eye(count))
+            assert gap > 1.5 / math.sqrt(count)  # no two directions crowd together
+    assert np.linalg.norm(fibonacci_directions(64).mean(0)) < 0.05  # evenly spread
+
+
+def test_child_spread_places_children_at_the_radius():
+    """Zero heads: each child sits exactly child_spread[level] from its parent (0.225 tanh of
+    atanh(r / 0.225)), along the Fibonacci directions; () adds no parameter (the paper)."""
+    features, xyz = jnp.ones((1, 6, 16)), jnp.zeros((1, 6, 3))
+    head = SurfelHead(num_heads=2, mlp_dim=32, levels=((4, 1), (2, 1)), scan_layers=False,
+                      child_spread=(0.03, 0.01))
+    params = nn.unbox(head.init(jax.random.key(0), features, xyz))["params"]
+    assert params["upsample_0"]["child_offsets"].shape == (4, 3)
+    base, level1, level2 = head.apply({"params": params}, features, xyz)
+    step1 = np.asarray(level1.means[0]) - np.repeat(np.asarray(base.means[0]), 4, axis=0)
+    np.testing.assert_allclose(np.linalg.norm(step1, axis=-1), 0.03, rtol=1e-5)
+    np.testing.assert_allclose(step1[:4], 0.03 * fibonacci_directions(4), atol=1e-6)
+    step2 = np.asarray(level2.means[0]) - np.repeat(np.asarray(level1.means[0]), 2, axis=0)
+    np.testing.assert_allclose(np.linalg.norm(step2, axis=-1), 0.01, rtol=1e-5)
+    plain = SurfelHead(num_heads=2, mlp_dim=32, levels=((4, 1),), scan_layers=False)
+    assert "child_offsets" not in nn.unbox(plain.init(jax.random.key(0), features, xyz))[
+        "params"]["upsample_0"]
+
+
+@pytest.mark.parametrize("spread", [(0.01,), (0.01, 0.3), (-0.01, 0.01)])
+def test_child_spread_rejects_bad_radii(spread):
+    head = SurfelHead(num_heads=2, mlp_dim=32, levels=((4, 1), (2, 1)), scan_layers=False,
+                      child_spread=spread)
+    with pytest.raises(ValueError, match="child_spread"):
+        head.init(jax.random.key(0), jnp.ones((1, 6, 16)), jnp.zeros((1, 6, 3)))
 
 
 def test_cascade_formula_with_random_heads():

@@ -22,6 +22,7 @@ from ga_jax.train.vae_trainer import (
     MODEL_FIELDS,
     NonFiniteLossError,
     _rules_context,
+    child_distance,
     create_train_state,
     make_train_step,
     train_and_evaluate,
@@ -65,7 +66,7 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
     for name in ("rgb_l1/0", "rgb_l1/1", "alpha_l1/1", "kl", "grad_norm", "param_norm",
                  "update_norm", "eval/psnr", "eval/ssim", "eval/psnr_novel", "eval/ssim_novel",
                  "surfels/scale_mm/1", "surfels/opacity/0", "posterior/std",
-                 "posterior/mean_spread"):
+                 "posterior/mean_spread", "surfels/child_distance_mm/1"):
         assert name in names, name
     # Steps 0-1 barely move the surfel heads: base scales stay at the closed-form init,
     # softplus(-2.5) x 6.492 mm.
@@ -90,6 +91,14 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
         np.testing.assert_allclose(radius, sphere["radius"], atol=1e-5)
         assert item["sample"].shape == (2, 128, 10) and item["cond_images"].shape == (2, 16, 16, 3)
         assert not np.array_equal(item["sample"], item["mean"])
+
+
+def test_child_distance_by_hand():
+    rng = np.random.default_rng(0)
+    parents, children = rng.normal(size=(2, 3, 3)), rng.normal(size=(2, 6, 3))
+    want = np.mean([np.linalg.norm(children[b, 2 * n + j] - parents[b, n])
+                    for b in range(2) for n in range(3) for j in range(2)])
+    np.testing.assert_allclose(child_distance(parents, children), want, rtol=1e-6)
 
 
 def one_step(config, mesh, host_batch):

@@ -11,6 +11,14 @@ Pre-activation layout of one surfel, K = 10 + colour channels (13 for RGB):
 Children accumulate the other pre-activations, P_child = P_parent + R, and the activations
 are reapplied. Activations run in float32.
 
+Child spread (our addition, off by default). With the paper's initialisation every child
+starts exactly on its parent, and children stacked at one point receive nearly identical
+gradients: in the short CPU runs the f children never separated (measured: all 4,096
+finest surfels within 0.3 mm of their 256 parents after 400 steps, so the object was drawn
+as 256 dots). `child_spread` (metres per level) adds a learned per-child offset
+`child_offsets` [f, 3] to R[0:3], initialised to that radius along f directions spread over
+the sphere (a Fibonacci lattice), so children start apart and can move from there.
+
 Initialisation. Base head: zero kernel; bias zero except the scales (scale_bias_init = -2.5)
 and the quaternion's w (rotation_bias_init = 1). DESIGN.md says "zero weights except
 rotation (weight 1)"; we read that as the identity quaternion (1, 0, 0, 0) from the bias,
@@ -25,11 +33,18 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ga_jax.models.layers import BlockStack, Dtype, LayerNorm, TransformerBlock, constrain, dense
 from ga_jax.rendering.surfels import Surfels
 
-__all__ = ["SurfelHead", "Upsampler", "surfel_activations", "surfel_bias_init"]
+__all__ = [
+    "SurfelHead",
+    "Upsampler",
+    "fibonacci_directions",
+    "surfel_activations",
+    "surfel_bias_init",
+]
 
 
 def surfel_activations(
@@ -66,6 +81,15 @@ def surfel_bias_init(scale_bias: float = -2.5, rotation_w: float = 1.0):
     return init
 
 
+def fibonacci_directions(count: int) -> np.ndarray:
+    """count unit vectors [count, 3] spread evenly over the sphere (Fibonacci lattice)."""
+    i = np.arange(count) + 0.5
+    z = 1.0 - 2.0 * i / count
+    r = np.sqrt(np.maximum(1.0 - z * z, 0.0))
+    phi = np.pi * (1.0 + np.sqrt(5.0)) * i
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=-1)
+
+
 class Upsampler(nn.Module):
     """One cascade level: every parent feature spawns `factor` children.
 
@@ -73,7 +97,10 @@ class Upsampler(nn.Module):
     [B, N*factor, K] float32). Per parent: [parent; factor learned tokens] (1 + factor
     tokens) -> pre-norm transformer of `depth` blocks (attention only within that group) ->
     keep the factor outputs; residual head LN -> Linear(D -> K), zero init. Child j of parent
-    n is row n * factor + j.
+    n is row n * factor + j. child_spread > 0 (metres) adds the learned `child_offsets`
+    [factor, 3] to R[0:3], initialised so that with zero heads child j sits child_spread
+    along Fibonacci direction j from its parent (module docstring); offset_scale is the
+    child offset's tanh scale (SurfelHead.upsample_offset_scale).
     """
 
     factor: int
@@ -82,6 +109,8 @@ class Upsampler(nn.Module):
     mlp_dim: int
     num_channels: int = 13
     head_init_std: float = 0.0
+    child_spread: float = 0.0
+    offset_scale: float = 0.225
     scan_layers: bool = True
     remat_policy: str = "none"
     attention_impl: str = "xla"
@@ -135,6 +164,19 @@ class Upsampler(nn.Module):
             name="head",
             **f32,
         )(LayerNorm(name="head_norm", **f32)(children))
+        if self.child_spread > 0.0:
+            directions = fibonacci_directions(self.factor)
+            start = np.arctanh(self.child_spread * directions / self.offset_scale)
+            offsets = self.param(
+                "child_offsets",
+                nn.with_logical_partitioning(
+                    lambda key, shape, dtype: jnp.asarray(start, dtype), ("tokens", None)
+                ),
+                (self.factor, 3),
+                self.param_dtype,
+            )
+            per_child = jnp.tile(offsets.astype(jnp.float32), (n, 1))  # row n*factor+j -> j
+            residual = residual.at[..., 0:3].add(per_child)
         return children, residual
 
 
@@ -155,6 +197,7 @@ class SurfelHead(nn.Module):
     scale_bias_init: float = -2.5
     rotation_bias_init: float = 1.0
     head_init_std: float = 0.0
+    child_spread: tuple[float, ...] = ()
     scan_layers: bool = True
     remat_policy: str = "none"
     attention_impl: str = "xla"
@@ -172,6 +215,15 @@ class SurfelHead(nn.Module):
             raise ValueError(
                 f"xyz: expected {features.shape[:-1] + (3,)} to match features "
                 f"{features.shape}, got {xyz.shape}"
+            )
+        spread = tuple(self.child_spread) or (0.0,) * len(self.levels)
+        if len(spread) != len(self.levels) or not all(
+            0.0 <= r < self.upsample_offset_scale for r in spread
+        ):
+            raise ValueError(
+                f"child_spread: expected () or {len(self.levels)} radii in "
+                f"[0, upsample_offset_scale={self.upsample_offset_scale}) metres, one per "
+                f"level, got {self.child_spread}"
             )
         f32 = dict(dtype=jnp.float32, param_dtype=self.param_dtype)
         pre = dense(
@@ -192,6 +244,8 @@ class SurfelHead(nn.Module):
                 self.mlp_dim,
                 num_channels=self.num_channels,
                 head_init_std=self.head_init_std,
+                child_spread=spread[level],
+                offset_scale=self.upsample_offset_scale,
                 scan_layers=self.scan_layers,
                 remat_policy=self.remat_policy,
                 attention_impl=self.attention_impl,
