@@ -26,7 +26,9 @@ INSTALL_REQUIRES = [
 setup(
     name="ga_jax",
     version="0.1.0",
-    description="GaussianAnything in JAX/Flax: point-cloud latent 3D VAE, flow DiTs, surfel rasterizer",
+    description=(
+        "GaussianAnything in JAX/Flax: point-cloud latent 3D VAE, flow DiTs, surfel rasterizer"
+    ),
     python_requires=">=3.10",
     packages=find_packages(include=["ga_jax", "ga_jax.*", "kernels", "kernels.*"]),
     install_requires=INSTALL_REQUIRES,
