@@ -61,8 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Learning fast enough for a 45-minute run (single-batch probes, docs/results.md): lr 1e-3
     # for the encoder and the DiT after a 20-step warmup (the surfel heads keep the paper's
     # 1e-4: at 1e-3 the shared heads' noisy Adam steps shrank every surfel to a few mm), and
-    # a posterior that starts with std e^-3 ~ 0.05
-    # (logvar offset -6) instead of 1, so the decoder sees the encoder's signal from step 1.
+    # a posterior that starts with std e^-3 ~ 0.05 (logvar offset -6) instead of 1, so the
+    # decoder sees the encoder's signal from step 1.
     c.model.logvar_offset = -6.0
     # Surfels at 64 px: the paper's initial scale (softplus(-2.5) x 6.5 mm = 0.5 mm) is a
     # fortieth of a pixel here, so the screen-space filter sets every footprint and scales and

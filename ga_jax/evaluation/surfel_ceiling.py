@@ -35,18 +35,19 @@ _FIELDS = ("target_rgb", "target_alpha", "target_normal", "target_cameras", "bac
 
 
 def _object_index(sources, num_surfels: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per source, record -> object index, and the objects' first num_surfels FPS points."""
+    """Per source, record -> object index, and the objects' first num_surfels FPS points.
+    Records 2c and 2c + 1 are the two halves of chunk c, so each chunk is read once."""
     ids: dict[str, int] = {}
     clouds: list[np.ndarray] = []
     maps = []
     for source in sources:
         of_record = np.zeros(len(source), np.int32)
-        for i in range(len(source)):
-            chunk, points = read_record(source[i], views=[0], min_points=num_surfels)
+        for first in range(0, len(source), 2):
+            chunk, points = read_record(source[first], views=[0], min_points=num_surfels)
             if chunk.instance_id not in ids:
                 ids[chunk.instance_id] = len(clouds)
                 clouds.append(points[:num_surfels].astype(np.float32))
-            of_record[i] = ids[chunk.instance_id]
+            of_record[first : first + 2] = ids[chunk.instance_id]
         maps.append(of_record)
     return maps, clouds
 
@@ -71,23 +72,24 @@ def fit_free_surfels(
         "pre": jnp.broadcast_to(bias, (len(clouds), num_surfels, bias.shape[0])),
     }
     size = config.train.render_sizes[-1]
-    render = dict(
+    render_args = dict(
         backend=config.train.render_backend,
         capacity_per_surfel=config.train.capacity_per_surfel,
     )
     cfg = config.loss
 
-    def surfels(p, objects):
-        return surfel_activations(
+    def render(p, batch, objects):
+        """(the objects' surfels, their render, the targets at the render size)."""
+        fitted = surfel_activations(
             p["xyz"][objects], p["pre"][objects], scale_multiplier=s.scale_multiplier
         )
+        (out,) = render_levels(
+            [fitted], batch["target_cameras"], batch["background"], (size,), **render_args
+        )
+        return fitted, out, resize_targets(batch, size)
 
     def loss_fn(p, batch, objects):
-        fitted = surfels(p, objects)
-        (out,) = render_levels(
-            [fitted], batch["target_cameras"], batch["background"], (size,), **render
-        )
-        target = resize_targets(batch, size)
+        fitted, out, target = render(p, batch, objects)
         loss = cfg.rgb * l1(out.rgb, target["target_rgb"]) + cfg.alpha * l1(
             out.alpha, target["target_alpha"]
         )
@@ -104,11 +106,8 @@ def fit_free_surfels(
 
     @jax.jit
     def eval_step(p, batch, objects):
-        (out,) = render_levels(
-            [surfels(p, objects)], batch["target_cameras"], batch["background"], (size,),
-            **render,
-        )
-        return view_metrics(out.rgb, resize_targets(batch, size)["target_rgb"])
+        _, out, target = render(p, batch, objects)
+        return view_metrics(out.rgb, target["target_rgb"])
 
     opt_state = optimizer.init(params)
     loader = make_vae_loader(config.data)
