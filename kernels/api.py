@@ -10,7 +10,7 @@ import jax
 from kernels.config import TileConfig
 from kernels.types import CompositeOutput, Splats, TileIntersections
 
-IMPLEMENTATIONS = ("xla", "pallas", "dense", "cuda")
+IMPLEMENTATIONS = ("xla", "pallas", "native", "dense", "cuda")
 
 
 def _get(implementation: str) -> Callable:
@@ -22,6 +22,10 @@ def _get(implementation: str) -> Callable:
         from kernels.pallas_composite import composite_pallas
 
         return composite_pallas
+    if implementation == "native":
+        from kernels.native_composite import composite_native
+
+        return composite_native
     if implementation == "dense":
         from kernels.reference import composite_dense
 
@@ -38,7 +42,7 @@ def _get(implementation: str) -> Callable:
 )
 def composite(
     splats: Splats,  # leading [V] views: fields [V, N, ...]
-    isect: TileIntersections,  # leading [V]
+    isect: TileIntersections | None,  # leading [V]; unused (may be None) for "native"
     height: int,
     width: int,
     background: jax.Array,  # [V, D]
@@ -48,6 +52,8 @@ def composite(
     """Composite V views; each field of the result has leading [V]."""
     fn = _get(implementation)
     per_view = lambda args: fn(args[0], args[1], height, width, args[2], config)
+    if implementation == "native":  # takes any leading dims: one FFI call for every view
+        return fn(splats, isect, height, width, background, config)
     if implementation == "pallas":
         return jax.vmap(per_view)((splats, isect, background))  # views become a grid axis
     # A loop over views: batched gathers and scans are several times slower on CPU than a

@@ -21,7 +21,7 @@ from kernels.config import TileConfig
 from kernels.types import CompositeOutput, Splats, TileIntersections
 
 MODULE_NAMES = ("diff_surfel_rasterization_jax",)
-AVAILABLE_WITHOUT_CUDA = ("xla", "pallas", "dense")
+AVAILABLE_WITHOUT_CUDA = ("xla", "pallas", "native", "dense")
 
 
 def load_cuda_module():

@@ -12,6 +12,7 @@ from ga_jax.rendering.surfels import Surfels, check_surfels
 from ga_jax.rendering.tiles import default_capacity, intersect_tiles
 from kernels.api import IMPLEMENTATIONS, composite
 from kernels.config import TileConfig, default_config
+from kernels.native_composite import composite_native_views
 
 
 @struct.dataclass
@@ -67,10 +68,12 @@ def render_surfels(
     """Render surfels [..., N] with cameras [..., C] (see Surfels, Cameras for conventions).
 
     background: [D] or [..., C, D] colour behind the surfels (default black).
-    backend: 'xla' (default), 'pallas', 'dense' (all-pairs oracle) or 'cuda' (optional
-      package). config: tile settings (default `default_config(backend)`).
-    capacity: surfel-tile pair slots per view (static; default `default_capacity`). A
-      concrete (non-traced) render that overflows raises; under jit check `overflow`.
+    backend: 'xla' (default), 'pallas', 'native' (C++ CPU kernel, the fastest on CPU),
+      'dense' (all-pairs oracle) or 'cuda' (optional package).
+    config: tile settings (default `default_config(backend)`).
+    capacity: surfel-tile pair slots per view (static; default `default_capacity`; unused by
+      'native'). A concrete (non-traced) render that overflows raises; under jit check
+      `overflow`.
     Differentiable w.r.t. means, quaternions, scales, opacities, colours (and background).
     """
     if backend not in IMPLEMENTATIONS:
@@ -95,17 +98,21 @@ def render_surfels(
     splats = project_surfels(surfels, cameras, config)  # [..., C, N, ...]
     flat = lambda x: x.reshape((-1,) + x.shape[len(lead) + 1 :])
     splats_v = jax.tree.map(flat, splats)
-    if capacity is None:
-        capacity = default_capacity(surfels.num, height, width, config)
-    isect = jax.vmap(lambda s: intersect_tiles(s, height, width, config, capacity))(splats_v)
-    out = composite(
-        splats_v, isect, height, width, flat(background), config, implementation=backend
-    )
+    if backend == "native":  # bins by itself, with no capacity: nothing can overflow
+        out, count = composite_native_views(splats_v, height, width, flat(background), config)
+        overflow = jnp.zeros_like(count, bool)
+    else:
+        if capacity is None:
+            capacity = default_capacity(surfels.num, height, width, config)
+        isect = jax.vmap(lambda s: intersect_tiles(s, height, width, config, capacity))(splats_v)
+        out = composite(
+            splats_v, isect, height, width, flat(background), config, implementation=backend
+        )
+        count, overflow = isect.count, isect.count > capacity
     unflat = lambda x: x.reshape(lead + (num_views,) + x.shape[1:])
-    overflow = isect.count > capacity
     if not isinstance(overflow, jax.core.Tracer) and bool(jnp.any(overflow)):
         raise RuntimeError(
-            f"render_surfels: {int(jnp.max(isect.count))} surfel-tile pairs in a view exceed "
+            f"render_surfels: {int(jnp.max(count))} surfel-tile pairs in a view exceed "
             f"capacity={capacity}; pass a larger capacity"
         )
     normal_cam = unflat(out.normal)
@@ -119,6 +126,6 @@ def render_surfels(
         normal_cam=normal_cam,
         normal_world=normal_world,
         distortion=unflat(out.distortion),
-        num_intersections=unflat(isect.count),
+        num_intersections=unflat(count),
         overflow=unflat(overflow),
     )

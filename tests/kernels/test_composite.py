@@ -15,12 +15,20 @@ import pytest
 from ga_jax.rendering import intersect_tiles
 from kernels.api import composite
 from kernels.config import TileConfig
+from kernels.native_composite import find_compiler
 from kernels.reference import composite_dense
 from tests.kernels.scenes import opaque_view, random_view
 
 IMPLEMENTATIONS = ["xla"]
 if importlib.util.find_spec("kernels.pallas_composite") is not None:
     IMPLEMENTATIONS.append("pallas")
+NATIVE = pytest.param(
+    "native",
+    marks=pytest.mark.skipif(
+        find_compiler() is None, reason="backend 'native' needs a C++ compiler (g++ or $CXX)"
+    ),
+)
+IMPLEMENTATIONS.append(NATIVE)
 
 TOL = {
     "color": 1e-4,
@@ -161,7 +169,7 @@ def test_unknown_implementation_is_rejected():
 
 def test_cuda_adapter_names_available_backends():
     splats = random_view(0, 10, 16, 16)
-    with pytest.raises(ImportError, match="available backends: xla, pallas, dense"):
+    with pytest.raises(ImportError, match="available backends: xla, pallas, native, dense"):
         run("cuda", splats, 16, 16, jnp.zeros(3), TileConfig())
 
 
