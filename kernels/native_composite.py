@@ -40,6 +40,15 @@ OTHER_BACKENDS = "xla, pallas, dense"
 MAX_TILE = 64  # kMaxTile in the C++ source
 
 
+def available() -> str | None:
+    """None when the backend can run here, else the reason it cannot (for skips and errors)."""
+    if jax.default_backend() != "cpu":
+        return f"backend 'native' runs on the CPU only (default backend: {jax.default_backend()})"
+    if find_compiler() is None:
+        return "backend 'native' needs a C++ compiler (g++ or $CXX)"
+    return None
+
+
 def find_compiler() -> str | None:
     """The C++ compiler to build with: $CXX, else g++, c++ or clang++ on PATH (None if none)."""
     for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
@@ -215,6 +224,11 @@ def composite_native_views(
 
     pairs counts the surfel-tile pairs of each view (what the tiled backends call intersections).
     """
+    if jax.default_backend() != "cpu":
+        raise ValueError(
+            f"backend 'native' runs on the CPU only (default backend here: "
+            f"{jax.default_backend()}); use 'pallas' or 'xla'"
+        )
     if not 1 <= config.tile_size <= MAX_TILE:
         raise ValueError(f"config.tile_size: backend 'native' takes 1..{MAX_TILE}, "
                          f"got {config.tile_size}")

@@ -558,12 +558,14 @@ int64_t Count(const ffi::Buffer<T>& b) {
 ffi::Error ReadSplats(ffi::Buffer<ffi::F32> means2d, ffi::Buffer<ffi::F32> transforms,
                       ffi::Buffer<ffi::F32> depths, ffi::Buffer<ffi::F32> normals,
                       ffi::Buffer<ffi::F32> opacities, ffi::Buffer<ffi::F32> colors,
-                      ffi::Buffer<ffi::F32> extents, ffi::Buffer<ffi::U8> valid, int64_t& views,
+                      ffi::Buffer<ffi::F32> extents, ffi::Buffer<ffi::U8> valid, int64_t views,
                       int64_t& num, int64_t& channels, std::vector<Splats>& out) {
+  // views comes from the image buffers: with N = 0 the splats cannot tell it.
   auto dims = opacities.dimensions();
   if (dims.size() < 1) return ffi::Error::InvalidArgument("opacities: expected [..., N]");
   num = dims.back();
-  views = num > 0 ? Count(opacities) / num : 0;
+  if (Count(opacities) != views * num)
+    return ffi::Error::InvalidArgument("opacities: leading dims do not match the images' views");
   auto cdims = colors.dimensions();
   channels = cdims.size() ? cdims.back() : 0;
   const int64_t vn = views * num;
@@ -613,17 +615,18 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> means2d, ffi::Buffer<ffi::F32> tran
                        ffi::ResultBuffer<ffi::F32> m1, ffi::ResultBuffer<ffi::F32> m2,
                        ffi::ResultBuffer<ffi::S32> last, ffi::ResultBuffer<ffi::S32> median_index,
                        ffi::ResultBuffer<ffi::S32> pairs) {
-  int64_t views, num, channels;
+  if (height < 1 || width < 1 || tile < 1 || tile > kMaxTile)
+    return ffi::Error::InvalidArgument("need height, width >= 1 and 1 <= tile_size <= 64");
+  const int64_t hw = height * width;
+  const int64_t views = Count(*alpha) / hw;
+  int64_t num, channels;
   std::vector<Splats> splats;
   if (auto err = ReadSplats(means2d, transforms, depths, normals, opacities, colors, extents,
                             valid, views, num, channels, splats);
       !err.success())
     return err;
-  if (height < 1 || width < 1 || tile < 1 || tile > kMaxTile)
-    return ffi::Error::InvalidArgument("need height, width >= 1 and 1 <= tile_size <= 64");
   const Params p = MakeParams(height, width, tile, channels, near_plane, far_plane, alpha_max,
                               alpha_min, trans_min, filter_inv_square);
-  const int64_t hw = height * width;
   if (Count(*alpha) != views * hw || Count(*color) != views * hw * channels)
     return ffi::Error::InvalidArgument("result shapes do not match [V, H, W]");
   const int num_tiles = p.rows() * p.cols();
@@ -656,7 +659,11 @@ ffi::Error BackwardImpl(
     ffi::ResultBuffer<ffi::F32> d_means2d, ffi::ResultBuffer<ffi::F32> d_transforms,
     ffi::ResultBuffer<ffi::F32> d_normals, ffi::ResultBuffer<ffi::F32> d_opacities,
     ffi::ResultBuffer<ffi::F32> d_colors) {
-  int64_t views, num, channels;
+  if (height < 1 || width < 1 || tile < 1 || tile > kMaxTile)
+    return ffi::Error::InvalidArgument("need height, width >= 1 and 1 <= tile_size <= 64");
+  const int64_t hw = height * width;
+  const int64_t views = Count(final_t) / hw;
+  int64_t num, channels;
   std::vector<Splats> splats;
   if (auto err = ReadSplats(means2d, transforms, depths, normals, opacities, colors, extents,
                             valid, views, num, channels, splats);
@@ -664,9 +671,6 @@ ffi::Error BackwardImpl(
     return err;
   const Params p = MakeParams(height, width, tile, channels, near_plane, far_plane, alpha_max,
                               alpha_min, trans_min, filter_inv_square);
-  if (height < 1 || width < 1 || tile < 1 || tile > kMaxTile)
-    return ffi::Error::InvalidArgument("need height, width >= 1 and 1 <= tile_size <= 64");
-  const int64_t hw = height * width;
   if (Count(final_t) != views * hw || Count(g_color) != views * hw * channels)
     return ffi::Error::InvalidArgument("residual/cotangent shapes do not match [V, H, W]");
   const int num_tiles = p.rows() * p.cols();

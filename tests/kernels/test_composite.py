@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from ga_jax.rendering import intersect_tiles
+from kernels import native_composite
 from kernels.api import composite
 from kernels.config import TileConfig
-from kernels.native_composite import find_compiler
 from kernels.reference import composite_dense
 from tests.kernels.scenes import opaque_view, random_view
 
@@ -25,7 +25,7 @@ if importlib.util.find_spec("kernels.pallas_composite") is not None:
 NATIVE = pytest.param(
     "native",
     marks=pytest.mark.skipif(
-        find_compiler() is None, reason="backend 'native' needs a C++ compiler (g++ or $CXX)"
+        native_composite.available() is not None, reason=str(native_composite.available())
     ),
 )
 IMPLEMENTATIONS.append(NATIVE)

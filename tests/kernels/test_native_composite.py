@@ -16,8 +16,7 @@ from kernels.types import Splats
 from tests.kernels.scenes import opaque_view, random_view
 
 pytestmark = pytest.mark.skipif(
-    native_composite.find_compiler() is None,
-    reason="backend 'native' needs a C++ compiler (g++ or $CXX)",
+    native_composite.available() is not None, reason=str(native_composite.available())
 )
 
 
@@ -125,3 +124,19 @@ def test_bad_settings_name_the_field(monkeypatch):
     monkeypatch.setenv("GA_JAX_NATIVE_THREADS", "zero")
     with pytest.raises(ValueError, match="GA_JAX_NATIVE_THREADS"):
         native_composite.composite_native_views(splats, 16, 16, jnp.zeros((1, 3)))
+
+
+def test_no_surfels_shows_the_background():
+    """N = 0: the kernel takes the view count from the images, not the (empty) splats."""
+    empty = Splats(
+        means2d=jnp.zeros((2, 0, 2)), transforms=jnp.zeros((2, 0, 3, 3)),
+        depths=jnp.zeros((2, 0)), normals=jnp.zeros((2, 0, 3)), opacities=jnp.zeros((2, 0)),
+        colors=jnp.zeros((2, 0, 3)), extents=jnp.zeros((2, 0, 2)),
+        valid=jnp.zeros((2, 0), bool),
+    )
+    bg = jnp.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    out, pairs = native_composite.composite_native_views(empty, 20, 24, bg, TileConfig())
+    np.testing.assert_array_equal(pairs, [0, 0])
+    np.testing.assert_allclose(out.color, jnp.broadcast_to(bg[:, None, None], (2, 20, 24, 3)))
+    for name in ("alpha", "depth", "median_depth", "normal", "distortion"):
+        assert float(jnp.abs(getattr(out, name)).max()) == 0.0, name
