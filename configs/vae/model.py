@@ -18,6 +18,8 @@ parameters); `small_model()` and `tiny_model()` override only what differs. Fiel
                            posterior std is ~1 while the means differ between objects by ~0.1,
                            so a short run's decoder sees mostly noise; the small config starts
                            with a small std instead (see configs/vae/small.py)
+    sample_posterior       True (the paper): training decodes a posterior sample; False: the
+                           posterior mean (an autoencoder, for short runs with KL weight 0)
     encoder.*              ga_jax.models.vae.encoder.Encoder fields
     decoder.*              ga_jax.models.vae.decoder.Decoder fields
     surfels.*              ga_jax.models.vae.surfel_head.SurfelHead fields; levels =
@@ -44,6 +46,7 @@ def paper_model() -> ml_collections.ConfigDict:
     m.latent_dim = 10
     m.logvar_limit = 20.0
     m.logvar_offset = 0.0
+    m.sample_posterior = True
 
     m.encoder = ml_collections.ConfigDict()
     e = m.encoder
@@ -60,6 +63,7 @@ def paper_model() -> ml_collections.ConfigDict:
     e.cross_heads = 8
     e.cross_head_dim = 64
     e.cross_input_norm = True
+    e.foreground_tokens = False  # ga_jax.models.vae.encoder.Encoder: our addition, off here
     e.depth = 3
     e.num_heads = 8
     e.mlp_dim = 1024

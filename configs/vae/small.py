@@ -41,9 +41,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.eval_batches = 2
     t.checkpoint_every_steps = 250
     t.render_sizes = (32, 48, 64)
-    # Compositing cost grows with the static pair capacity, not the pairs used: 4 slots per
-    # surfel hold the first steps (2 overflowed; 8 made rendering ~5x slower than 2).
-    # Overflow is reported in the metrics and logged.
+    # The C++ CPU compositor: a train step takes 1.8 s instead of 2.8 s with 'xla'
+    # (benchmarks/vae_step.py, docs/benchmarks.md). Needs g++; 'xla' works everywhere.
+    t.render_backend = "native"
+    # For the 'xla' backend: its compositing cost grows with the static pair capacity, not the
+    # pairs used; 4 slots per surfel hold the first steps (2 overflowed; 8 made rendering ~5x
+    # slower than 2). Overflow is reported in the metrics and logged. 'native' has no capacity.
     t.capacity_per_surfel = 4.0
     # A short run: the released schedule's late terms start within it, scaled down. KL weight
     # 0: any positive weight let the posterior drift back to the prior within 100-400 steps
@@ -64,6 +67,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # a posterior that starts with std e^-3 ~ 0.05 (logvar offset -6) instead of 1, so the
     # decoder sees the encoder's signal from step 1.
     c.model.logvar_offset = -6.0
+    # Left at the paper's settings: sampling the posterior and cell-centre token xyz. A
+    # 44-minute synthetic run with model.sample_posterior=False and
+    # model.encoder.foreground_tokens=True had the latent unused (object spread of the means
+    # <= 0.12) at step 680, where the run with these settings had it at 1.5 by step 500
+    # (docs/results.md); 200-step probes had not told them apart.
     # Surfels at 64 px: the paper's initial scale (softplus(-2.5) x 6.5 mm = 0.5 mm) is a
     # fortieth of a pixel here, so the screen-space filter sets every footprint and scales and
     # rotations get no gradient (measured: exactly 0 at init); start at softplus(0) x 40 mm =

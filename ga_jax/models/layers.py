@@ -136,10 +136,13 @@ def dot_product_attention(
     *,
     implementation: str = "xla",
     chunk_size: int = 1024,
+    key_mask: jax.Array | None = None,
 ) -> jax.Array:
     """softmax(q k^T / sqrt(D)) v with the softmax in float32.
 
     q: [B, Lq, H, D], k, v: [B, Lk, H, D] -> [B, Lq, H, D] in q.dtype.
+    key_mask: optional bool [B, Lk]; keys where it is False get no weight (every row needs
+      at least one True key).
     implementation:
       'xla'      plain einsums; materialises [B, H, Lq, Lk] logits.
       'chunked'  the same maths over query chunks of `chunk_size` under lax.map with each
@@ -150,15 +153,19 @@ def dot_product_attention(
     """
     scale = q.shape[-1] ** -0.5
 
+    mask = None if key_mask is None else key_mask[:, None, None, :]  # [B, 1, 1, Lk]
+
     def attend(qc: jax.Array) -> jax.Array:
         logits = jnp.einsum("bqhd,bkhd->bhqk", qc, k, preferred_element_type=jnp.float32)
-        probs = jax.nn.softmax(logits * scale, axis=-1).astype(v.dtype)
+        probs = jax.nn.softmax(logits * scale, axis=-1, where=mask).astype(v.dtype)
         return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
     if implementation == "xla":
         return attend(q)
     if implementation == "cudnn":
-        return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation="cudnn")
+        return jax.nn.dot_product_attention(
+            q, k, v, scale=scale, mask=mask, implementation="cudnn"
+        )
     if implementation != "chunked":
         raise ValueError(
             f"attention_impl: expected 'xla', 'chunked' or 'cudnn', got {implementation!r}"
@@ -242,7 +249,12 @@ class Attention(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        key_mask: jax.Array | None = None,  # [B, Lk] bool, see dot_product_attention
+    ) -> jax.Array:
         context = x if context is None else context
         proj = functools.partial(
             HeadDense,
@@ -271,6 +283,7 @@ class Attention(nn.Module):
             v,
             implementation=self.attention_impl,
             chunk_size=self.attention_chunk_size,
+            key_mask=key_mask,
         )
         return HeadDense(
             features=(self.out_features or x.shape[-1],),

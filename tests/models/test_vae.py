@@ -28,7 +28,7 @@ from ga_jax.models.vae import (
     build_vae,
     param_counts,
 )
-from ga_jax.models.vae.encoder import cell_centre_xyz
+from ga_jax.models.vae.encoder import cell_centre_xyz, foreground_cell_xyz
 from ga_jax.models.vae.surfel_head import fibonacci_directions
 from ga_jax.parallel.mesh import logical_shardings, make_mesh
 from ga_jax.rendering.surfels import check_surfels
@@ -378,6 +378,71 @@ def test_logvar_clamp_and_sample():
     np.testing.assert_allclose(
         posterior.sample(key), posterior.mean + jnp.exp(posterior.logvar / 2) * eps, rtol=1e-6
     )
+
+
+def test_sample_posterior_off_decodes_the_mean(tiny_vae):
+    """sample_posterior=False: training decodes the posterior mean (no 'latent' rng needed),
+    exactly what evaluation decodes; the default draws a sample, which differs."""
+    cfg = tiny_vae["cfg"].copy_and_resolve_references()
+    cfg.sample_posterior = False
+    model = build_vae(cfg)
+    params, enc, fps = tiny_vae["params"], tiny_vae["encoder_input"], tiny_vae["fps_xyz"]
+    train_levels, _ = model.apply({"params": params}, enc, fps, train=True)
+    eval_levels, _ = model.apply({"params": params}, enc, fps, train=False)
+    np.testing.assert_array_equal(train_levels[-1].colors, eval_levels[-1].colors)
+    sampled, _ = tiny_vae["model"].apply(
+        {"params": params}, enc, fps, train=True, rngs={"latent": jax.random.key(0)}
+    )
+    assert float(jnp.abs(sampled[-1].colors - eval_levels[-1].colors).max()) > 1e-5
+
+
+def test_foreground_cell_xyz_by_hand():
+    rng = np.random.default_rng(3)
+    xyz_map = rng.uniform(-0.4, 0.4, (2, 8, 8, 3)).astype(np.float32)
+    xyz_map[rng.uniform(size=(2, 8, 8)) < 0.6] = 0.0  # background pixels
+    xyz_map[0, :4, :4] = 0.0  # a cell with no foreground at all
+    got_xyz, got_fg = (np.asarray(x) for x in foreground_cell_xyz(jnp.asarray(xyz_map), 4))
+    for b in range(2):
+        for i in range(2):
+            for j in range(2):
+                cell = xyz_map[b, 4 * i : 4 * i + 4, 4 * j : 4 * j + 4].reshape(-1, 3)
+                fg = cell[np.any(cell != 0, axis=-1)]
+                assert got_fg[b, i, j] == (len(fg) > 0)
+                want = fg.mean(axis=0) if len(fg) else np.zeros(3)
+                np.testing.assert_allclose(got_xyz[b, i, j], want, rtol=1e-5, atol=1e-7)
+    assert not got_fg[0, 0, 0]
+
+
+@pytest.mark.parametrize("implementation", ["xla", "chunked"])
+def test_masked_attention_equals_attention_over_the_kept_keys(implementation):
+    kq, kk, kv = jax.random.split(jax.random.key(9), 3)
+    q = jax.random.normal(kq, (2, 21, 2, 8))
+    k = jax.random.normal(kk, (2, 30, 2, 8))
+    v = jax.random.normal(kv, (2, 30, 2, 8))
+    mask = jax.random.uniform(jax.random.key(10), (2, 30)) < 0.4
+    got = dot_product_attention(q, k, v, implementation=implementation, chunk_size=8,
+                                key_mask=mask)
+    for b in range(2):
+        keep = np.asarray(mask[b])
+        ref = dot_product_attention(q[b : b + 1], k[b : b + 1, keep], v[b : b + 1, keep])
+        np.testing.assert_allclose(got[b : b + 1], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_encoder_foreground_tokens_runs_and_falls_back_without_foreground():
+    cfg = tiny_model()
+    cfg.encoder.foreground_tokens = True
+    model = build_vae(cfg)
+    params = _random_params(abstract_variables(model)["params"], seed=2)
+    encoder_input, fps_xyz = _inputs(cfg.num_points)
+    encoder_input = encoder_input.at[:, :, :16, :, 12:15].set(0.0)  # top half: background
+    empty = encoder_input.at[1, ..., 12:15].set(0.0)  # object 1: no foreground anywhere
+
+    def moments(x):
+        return model.apply({"params": params}, x, fps_xyz, method=model.encode).mean
+
+    a, b = moments(encoder_input), moments(empty)
+    assert bool(jnp.all(jnp.isfinite(a))) and bool(jnp.all(jnp.isfinite(b)))
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6)  # object 0 unchanged
 
 
 def test_chunked_attention_matches_xla_and_numpy():

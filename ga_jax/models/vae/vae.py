@@ -50,6 +50,9 @@ class VAE(nn.Module):
     surfel_head: SurfelHead
     logvar_limit: float = 20.0
     logvar_offset: float = 0.0
+    # False: training decodes the posterior mean (an autoencoder; for short runs with KL weight
+    # 0, where sampling only adds noise that the decoder learns to ignore). True: the paper.
+    sample_posterior: bool = True
 
     def encode(self, encoder_input: jax.Array, fps_xyz: jax.Array) -> DiagonalGaussian:
         """encoder_input [B, V, S, S, 15], fps_xyz [B, P, 3] -> posterior over h [B, P, C]."""
@@ -64,12 +67,16 @@ class VAE(nn.Module):
     def __call__(
         self, encoder_input: jax.Array, fps_xyz: jax.Array, *, train: bool = True
     ) -> tuple[list[Surfels], DiagonalGaussian]:
-        """Encode, take h (a posterior sample when train, else its mean), decode at fps_xyz.
+        """Encode, take h (a posterior sample when train and sample_posterior, else its mean),
+        decode at fps_xyz.
 
-        train=True needs the 'latent' rng stream. Returns (surfels per level, posterior).
+        Sampling needs the 'latent' rng stream. Returns (surfels per level, posterior).
         """
         posterior = self.encode(encoder_input, fps_xyz)
-        h = posterior.sample(self.make_rng(LATENT_RNG)) if train else posterior.mode()
+        if train and self.sample_posterior:
+            h = posterior.sample(self.make_rng(LATENT_RNG))
+        else:
+            h = posterior.mode()
         return self.decode(fps_xyz, h), posterior
 
 
@@ -129,6 +136,7 @@ def build_vae(cfg: Any) -> VAE:
         encoder=encoder, decoder=decoder, surfel_head=surfel_head,
         logvar_limit=cfg.logvar_limit,
         logvar_offset=cfg.get("logvar_offset", 0.0),
+        sample_posterior=cfg.get("sample_posterior", True),
     )
 
 
