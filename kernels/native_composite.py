@@ -40,10 +40,17 @@ OTHER_BACKENDS = "xla, pallas, dense"
 MAX_TILE = 64  # kMaxTile in the C++ source
 
 
+def _not_on_cpu() -> str | None:
+    if jax.default_backend() != "cpu":
+        return (f"backend 'native' runs on the CPU only (default backend: "
+                f"{jax.default_backend()}); use 'pallas' or 'xla'")
+    return None
+
+
 def available() -> str | None:
     """None when the backend can run here, else the reason it cannot (for skips and errors)."""
-    if jax.default_backend() != "cpu":
-        return f"backend 'native' runs on the CPU only (default backend: {jax.default_backend()})"
+    if _not_on_cpu():
+        return _not_on_cpu()
     if find_compiler() is None:
         return "backend 'native' needs a C++ compiler (g++ or $CXX)"
     return None
@@ -224,11 +231,8 @@ def composite_native_views(
 
     pairs counts the surfel-tile pairs of each view (what the tiled backends call intersections).
     """
-    if jax.default_backend() != "cpu":
-        raise ValueError(
-            f"backend 'native' runs on the CPU only (default backend here: "
-            f"{jax.default_backend()}); use 'pallas' or 'xla'"
-        )
+    if _not_on_cpu():
+        raise ValueError(_not_on_cpu())
     if not 1 <= config.tile_size <= MAX_TILE:
         raise ValueError(f"config.tile_size: backend 'native' takes 1..{MAX_TILE}, "
                          f"got {config.tile_size}")
