@@ -33,6 +33,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_data.gbuffer_root = "outputs/synthetic_eval"
     c.eval_data.fps_root = "outputs/synthetic_eval_fps"
     c.eval_data.batch_size = 8
+    # The in-loop eval reads the first train.eval_batches batches: shuffled (with the config's
+    # seed, so the same records every time) they mix the shapes; in file order they were all
+    # boxes. launch.eval_vae always reads every record in order.
+    c.eval_data.shuffle = True
     c.data.worker_count = 0  # 2 cores: reading in threads beats a worker process
     t = c.train
     t.total_steps = 2_000
