@@ -35,7 +35,7 @@ namespace {
 
 constexpr float kFar = 1e6f;  // kernels/numerics.py: (u, v) for rays nearly parallel to a splat
 constexpr int kGeom = 12;     // means2d (2), transform rows (9), opacity (1)
-constexpr int kMaxTile = 64;  // tile edge limit (row buffers live on the stack)
+constexpr int kMaxTile = 64;  // tile edge limit: a tile's state should stay in the L1/L2 cache
 constexpr int kLanes = 16;    // pixels evaluated together (one AVX-512 or two AVX2 vectors)
 
 struct Params {
