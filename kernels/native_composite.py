@@ -49,11 +49,9 @@ def _not_on_cpu() -> str | None:
 
 def available() -> str | None:
     """None when the backend can run here, else the reason it cannot (for skips and errors)."""
-    if _not_on_cpu():
-        return _not_on_cpu()
     if find_compiler() is None:
-        return "backend 'native' needs a C++ compiler (g++ or $CXX)"
-    return None
+        return _not_on_cpu() or "backend 'native' needs a C++ compiler (g++ or $CXX)"
+    return _not_on_cpu()
 
 
 def find_compiler() -> str | None:

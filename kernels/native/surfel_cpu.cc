@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <thread>
 #include <vector>
@@ -236,7 +237,7 @@ inline F Exp(F x) {
   poly = poly * r + 1.0f;
   poly = poly * r + 1.0f;
   const I bits = (127 - m) << 23;
-  return poly * reinterpret_cast<const F&>(bits);
+  return poly * (F)bits;  // GCC: a cast between same-size vector types keeps the bits
 }
 
 // Pixel centres x + 0.5 of a block's lanes, relative to the block's first pixel.
@@ -329,6 +330,31 @@ struct TileGrid {
   int index(int x, int y) const { return (y - ty0) * stride + (x - tx0); }
 };
 
+// fn(q, pix) for every pixel of the tile inside the image: q its tile-local index, pix its
+// index in the [H, W] image.
+template <typename Fn>
+void ForEachPixel(const TileGrid& grid, int width, Fn fn) {
+  for (int y = grid.ty0; y < grid.ty1; ++y)
+    for (int x = grid.tx0; x < grid.tx1; ++x)
+      fn(grid.index(x, y), static_cast<int64_t>(y) * width + x);
+}
+
+// One zeroed allocation split into consecutive float arrays of the given lengths (the total
+// is derived from them, so adding a field cannot under-allocate).
+class Arrays {
+ public:
+  explicit Arrays(std::initializer_list<int> lengths) {
+    size_t total = 0;
+    for (int length : lengths) starts_.push_back(total), total += length;
+    data_.assign(total, 0.0f);
+  }
+  float* operator[](size_t i) { return data_.data() + starts_[i]; }
+
+ private:
+  std::vector<size_t> starts_;
+  std::vector<float> data_;
+};
+
 struct ForwardOut {  // one view
   float *color, *alpha, *depth, *median, *normal, *distortion, *final_t, *m1, *m2;
   int32_t *last, *median_index;
@@ -338,20 +364,22 @@ void ForwardTile(const Bins& bins, const Params& p, int tile, ForwardOut& o) {
   const TileGrid grid(p, tile);
   const int D = p.channels, n = grid.size();
   // Structure of arrays: the lanes of a block are contiguous in every field.
-  std::vector<float> buf((9 + D) * n, 0.0f);
-  float* trans = buf.data();
-  float* depth = trans + n;
-  float* m1 = depth + n;
-  float* m2 = m1 + n;
-  float* dist = m2 + n;
-  float* median = dist + n;
-  float* normal = median + n;  // [3][n]
-  float* color = normal + 3 * n;  // [D][n]
+  Arrays arrays({n, n, n, n, n, n, 3 * n, D * n});
+  float* trans = arrays[0];
+  float* depth = arrays[1];
+  float* m1 = arrays[2];
+  float* m2 = arrays[3];
+  float* dist = arrays[4];
+  float* median = arrays[5];
+  float* normal = arrays[6];  // [3][n]
+  float* color = arrays[7];  // [D][n]
   std::vector<int32_t> last(n, -1), med_k(n, -1), live(n, 0);
   std::fill(trans, trans + n, 1.0f);
   int active = 0;
-  for (int y = grid.ty0; y < grid.ty1; ++y)
-    for (int x = grid.tx0; x < grid.tx1; ++x) live[grid.index(x, y)] = -1, ++active;
+  ForEachPixel(grid, p.width, [&](int q, int64_t) {
+    live[q] = -1;
+    ++active;
+  });
   const float m_scale = p.far_plane / (p.far_plane - p.near_plane);
   const F centres = LaneCentres();
   const int begin = bins.start[tile], end = bins.start[tile + 1];
@@ -394,23 +422,19 @@ void ForwardTile(const Bins& bins, const Params& p, int tile, ForwardOut& o) {
       }
     }
   }
-  for (int y = grid.ty0; y < grid.ty1; ++y) {
-    for (int x = grid.tx0; x < grid.tx1; ++x) {
-      const int q = grid.index(x, y);
-      const int64_t pix = static_cast<int64_t>(y) * p.width + x;
-      o.alpha[pix] = 1.0f - trans[q];
-      o.final_t[pix] = trans[q];
-      o.depth[pix] = depth[q];
-      o.median[pix] = median[q];
-      o.distortion[pix] = dist[q];
-      o.m1[pix] = m1[q];
-      o.m2[pix] = m2[q];
-      o.last[pix] = last[q];
-      o.median_index[pix] = med_k[q];
-      for (int a = 0; a < 3; ++a) o.normal[3 * pix + a] = normal[a * n + q];
-      for (int a = 0; a < D; ++a) o.color[D * pix + a] = color[a * n + q];
-    }
-  }
+  ForEachPixel(grid, p.width, [&](int q, int64_t pix) {
+    o.alpha[pix] = 1.0f - trans[q];
+    o.final_t[pix] = trans[q];
+    o.depth[pix] = depth[q];
+    o.median[pix] = median[q];
+    o.distortion[pix] = dist[q];
+    o.m1[pix] = m1[q];
+    o.m2[pix] = m2[q];
+    o.last[pix] = last[q];
+    o.median_index[pix] = med_k[q];
+    for (int a = 0; a < 3; ++a) o.normal[3 * pix + a] = normal[a * n + q];
+    for (int a = 0; a < D; ++a) o.color[D * pix + a] = color[a * n + q];
+  });
 }
 
 struct BackwardIn {  // one view: forward residuals and output cotangents
@@ -427,39 +451,35 @@ void BackwardTile(const Bins& bins, const Params& p, int tile,
   const int D = p.channels, n = grid.size(), row_len = kGeom + 3 + D;
   // Per pixel: running T and S, then the constant residuals and cotangents (lanes outside
   // the tile keep last = -1 and never contribute).
-  std::vector<float> buf((12 + D) * n, 0.0f);
-  float* trans = buf.data();
-  float* suffix = trans + n;
-  float* w_tot = suffix + n;
-  float* m1_tot = w_tot + n;
-  float* m2_tot = m1_tot + n;
-  float* g_w = m2_tot + n;
-  float* g_d = g_w + n;
-  float* g_dist = g_d + n;
-  float* g_med = g_dist + n;
-  float* g_n = g_med + n;  // [3][n]
-  float* g_c = g_n + 3 * n;  // [D][n]
+  Arrays arrays({n, n, n, n, n, n, n, n, n, 3 * n, D * n});
+  float* trans = arrays[0];
+  float* suffix = arrays[1];
+  float* w_tot = arrays[2];
+  float* m1_tot = arrays[3];
+  float* m2_tot = arrays[4];
+  float* g_w = arrays[5];
+  float* g_d = arrays[6];
+  float* g_dist = arrays[7];
+  float* g_med = arrays[8];
+  float* g_n = arrays[9];  // [3][n]
+  float* g_c = arrays[10];  // [D][n]
   std::vector<int32_t> last(n, -1), med_k(n, -1);
   int k_max = -1;
-  for (int y = grid.ty0; y < grid.ty1; ++y) {
-    for (int x = grid.tx0; x < grid.tx1; ++x) {
-      const int q = grid.index(x, y);
-      const int64_t pix = static_cast<int64_t>(y) * p.width + x;
-      trans[q] = in.final_t[pix];
-      w_tot[q] = in.alpha[pix];
-      m1_tot[q] = in.m1[pix];
-      m2_tot[q] = in.m2[pix];
-      g_w[q] = in.g_alpha[pix];
-      g_d[q] = in.g_depth[pix];
-      g_dist[q] = in.g_distortion[pix];
-      g_med[q] = in.g_median[pix];
-      for (int a = 0; a < 3; ++a) g_n[a * n + q] = in.g_normal[3 * pix + a];
-      for (int a = 0; a < D; ++a) g_c[a * n + q] = in.g_color[D * pix + a];
-      last[q] = in.last[pix];
-      med_k[q] = in.median_index[pix];
-      k_max = std::max(k_max, last[q]);
-    }
-  }
+  ForEachPixel(grid, p.width, [&](int q, int64_t pix) {
+    trans[q] = in.final_t[pix];
+    w_tot[q] = in.alpha[pix];
+    m1_tot[q] = in.m1[pix];
+    m2_tot[q] = in.m2[pix];
+    g_w[q] = in.g_alpha[pix];
+    g_d[q] = in.g_depth[pix];
+    g_dist[q] = in.g_distortion[pix];
+    g_med[q] = in.g_median[pix];
+    for (int a = 0; a < 3; ++a) g_n[a * n + q] = in.g_normal[3 * pix + a];
+    for (int a = 0; a < D; ++a) g_c[a * n + q] = in.g_color[D * pix + a];
+    last[q] = in.last[pix];
+    med_k[q] = in.median_index[pix];
+    k_max = std::max(k_max, last[q]);
+  });
   const float m_scale = p.far_plane / (p.far_plane - p.near_plane);
   const F centres = LaneCentres();
   std::vector<F> acc(row_len);  // one splat's gradient per lane, summed over its blocks
