@@ -73,13 +73,19 @@ def _compiler() -> str:
 
 
 def _cpu_name() -> str:
+    """The first CPU's model name and instruction-set flags (-march=native code is only
+    valid on a CPU with the same flags)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags")):
-                return line  # -march=native code is only valid on the same CPU
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    wanted = ("model name", "flags")
+    found = {}
+    for line in lines:
+        key = line.split(":", 1)[0].strip()
+        if key in wanted and key not in found:
+            found[key] = line
+    return "\n".join(found.get(key, "") for key in wanted) or platform.machine()
 
 
 def library_path() -> Path:
