@@ -40,6 +40,8 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     o.clip_norm = 1.0
     o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
     o.warmup_steps = 0
+    o.decay_steps = 0  # > 0: cosine decay to lr * final_lr_fraction at this step
+    o.final_lr_fraction = 0.0
     # (name, regex on the parameter path, lr, weight decay); first match wins.
     o.groups = (
         ("encoder", r"^encoder/", 1e-4, 1e-3),

@@ -11,6 +11,10 @@ upsamplers 1e-4 wd 1e-2, global-norm clipping 1.0, no schedule by default. Confi
             parameter no group matches is an error naming it, so no weight trains silently
             with a default.
     warmup_steps: linear warm-up of every group's lr (0 = none)
+    decay_steps: > 0: after the warm-up, cosine decay of every group's lr to
+                 lr * final_lr_fraction at this step (counted from step 0), then constant;
+                 0 = none (the paper's setting)
+    final_lr_fraction: the decay's end value as a fraction of each group's lr
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import jax
 import optax
 
-__all__ = ["group_labels", "make_optimizer", "param_path"]
+__all__ = ["group_labels", "learning_rate_schedule", "make_optimizer", "param_path"]
 
 
 def param_path(path: Sequence[Any]) -> str:
@@ -55,6 +59,28 @@ def group_labels(params: Any, groups: Sequence[Sequence[Any]]) -> Any:
     return jax.tree_util.tree_map_with_path(label, params)
 
 
+def learning_rate_schedule(cfg, lr: float) -> optax.Schedule | float:
+    """One group's lr: warm-up (cfg.warmup_steps), then constant or cosine-decayed."""
+    warmup = cfg.get("warmup_steps", 0)
+    decay_steps = cfg.get("decay_steps", 0)
+    if decay_steps <= 0:
+        return optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
+    if decay_steps <= warmup:
+        raise ValueError(
+            f"optimizer.decay_steps ({decay_steps}) must exceed optimizer.warmup_steps ({warmup})"
+        )
+    fraction = cfg.get("final_lr_fraction", 0.0)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"optimizer.final_lr_fraction must be in [0, 1], got {fraction}")
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if warmup > 0 else lr,
+        peak_value=lr,
+        warmup_steps=warmup,
+        decay_steps=decay_steps,
+        end_value=lr * fraction,
+    )
+
+
 def make_optimizer(cfg) -> optax.GradientTransformation:
     """clip_by_global_norm -> per-group AdamW (see the module docstring for the config)."""
     names = [g[0] for g in cfg.groups]
@@ -62,11 +88,12 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
         raise ValueError(f"optimizer.groups: group names must be unique, found {names}")
     transforms = {}
     for name, _, lr, weight_decay in cfg.groups:
-        schedule = lr
-        if cfg.get("warmup_steps", 0) > 0:
-            schedule = optax.linear_schedule(0.0, lr, cfg.warmup_steps)
         transforms[name] = optax.adamw(
-            schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=weight_decay
+            learning_rate_schedule(cfg, lr),
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=weight_decay,
         )
     chain = []
     if cfg.clip_norm > 0:

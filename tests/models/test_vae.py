@@ -277,6 +277,34 @@ def test_cascade_formula_with_random_heads():
     assert np.ptp(np.asarray(surfels[-1].opacities)) > 0.1  # the heads really are non-trivial
 
 
+def test_color_gain_scales_the_colour_pre_activations():
+    """color_gain g equals gain 1 with every head's colour columns (kernel and bias) scaled by
+    g, since the colour pre-activation is a sum of those linear heads; geometry unchanged."""
+    features = jax.random.normal(jax.random.key(1), (1, 5, 16))
+    xyz = jax.random.uniform(jax.random.key(2), (1, 5, 3), minval=-0.4, maxval=0.4)
+    kw = dict(num_heads=2, mlp_dim=32, levels=((3, 1), (2, 1)), scan_layers=False)
+    plain, gained = SurfelHead(**kw), SurfelHead(**kw, color_gain=4.0)
+    params = _random_params(jax.eval_shape(plain.init, jax.random.key(0), features, xyz)["params"],
+                            seed=5)
+
+    def scale_colour_columns(path, leaf):
+        names = [getattr(k, "key", "") for k in path]
+        if names[-1] in ("kernel", "bias") and names[-2] in ("base", "head"):
+            return leaf.at[..., 10:].multiply(4.0)
+        return leaf
+
+    scaled = jax.tree_util.tree_map_with_path(scale_colour_columns, params)
+    for got, want in zip(gained.apply({"params": params}, features, xyz),
+                         plain.apply({"params": scaled}, features, xyz)):
+        for name in ("means", "scales", "quaternions", "opacities", "colors"):
+            np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=1e-6,
+                                       err_msg=name)
+    colours = plain.apply({"params": params}, features, xyz)[-1].colors
+    assert np.ptp(np.asarray(colours)) > 0.1  # the colour heads really are non-trivial
+    with pytest.raises(ValueError, match="color_gain"):
+        SurfelHead(**kw, color_gain=0.0).init(jax.random.key(0), features, xyz)
+
+
 # 4. scan_layers and remat do not change the maths.
 def test_scan_matches_loop(tiny_vae):
     cfg = tiny_model()

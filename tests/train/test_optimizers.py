@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from ga_jax.train.optimizers import group_labels, make_optimizer
+from ga_jax.train.optimizers import group_labels, learning_rate_schedule, make_optimizer
 
 PARAMS = {
     "encoder": {"conv": {"kernel": jnp.ones((2, 2))}},
@@ -67,3 +67,29 @@ def test_clipping_scales_gradients():
     assert len(moments) == 3
     for mu in moments:
         np.testing.assert_allclose(mu, 0.1 / 3.0, rtol=1e-5)
+
+
+def test_warmup_then_cosine_decay_matches_the_formula():
+    """lr(t) = lr * t / W during the warm-up, then
+    lr * (f + (1 - f) * (1 + cos(pi * (t - W) / (D - W))) / 2) until D, then lr * f."""
+    cfg = config()
+    cfg.update(dict(warmup_steps=10, decay_steps=110, final_lr_fraction=0.1))
+    schedule = learning_rate_schedule(cfg, 2e-3)
+    for t in (0, 5, 10, 35, 60, 109, 110, 500):
+        if t < 10:
+            expected = 2e-3 * t / 10
+        elif t < 110:
+            expected = 2e-3 * (0.1 + 0.9 * (1 + np.cos(np.pi * (t - 10) / 100)) / 2)
+        else:
+            expected = 2e-3 * 0.1
+        np.testing.assert_allclose(float(schedule(t)), expected, rtol=1e-5, err_msg=f"step {t}")
+    cfg.decay_steps = 10
+    with pytest.raises(ValueError, match="decay_steps \\(10\\) must exceed"):
+        learning_rate_schedule(cfg, 1e-3)
+    cfg.decay_steps, cfg.final_lr_fraction = 100, 1.5
+    with pytest.raises(ValueError, match="final_lr_fraction must be in"):
+        learning_rate_schedule(cfg, 1e-3)
+
+
+def test_no_schedule_is_a_constant():
+    assert learning_rate_schedule(config(), 3e-4) == 3e-4
