@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # pairs used; 4 slots per surfel hold the first steps (2 overflowed; 8 made rendering ~5x
     # slower than 2). Overflow is reported in the metrics and logged. 'native' has no capacity.
     t.capacity_per_surfel = 4.0
-    # A short run: the released schedule's late terms start within it, scaled down. KL weight
+    # A short run: the released schedule's KL and late terms do not fit in it. KL weight
     # 0: any positive weight let the posterior drift back to the prior within 100-400 steps
     # (1e-5: std 0.05 -> 0.3 in 120 steps; 1e-7: std 0.61 and object means 0.04 apart by
     # step 400), because once the decoder ignores h the reconstruction gradient on the
