@@ -2,6 +2,7 @@
 
     python -m benchmarks.vae_step --config=configs/vae/small.py             # CPU
     python -m benchmarks.vae_step --config=configs/vae/paper.py --batch=2   # one GPU
+    python -m benchmarks.vae_step --config=configs/vae/small.py --profile   # + where it goes
 
 Measures the jitted train step alone (the input pipeline has its own benchmark,
 benchmarks/data_pipeline.py): a random batch of the config's shapes with cameras orbiting
@@ -9,15 +10,26 @@ the origin, the step compiled once, then the best and median of --steps timed st
 per step are XLA's cost analysis of the compiled step; MFU = FLOPs / step time / peak, with
 peak = --peak_tflops when given, else the f32 matmul rate measured in the same run (CPU), or
 the card's dense bf16 peak for a known GPU (H100 SXM 989, H200 989 TFLOP/s).
+
+--profile traces two more steps (jax.profiler, Perfetto JSON) and prints the time of the
+compiled step's operations summed per model component (the HLO metadata's op_name: forward
+= jvp, backward = transpose). Operations that run side by side on several threads are
+summed, so the total exceeds the step time: read the shares, not the sum.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import gzip
 import importlib.util
+import json
 import os
 import platform
+import re
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +90,64 @@ def matmul_tflops(size: int = 2048) -> float:
     return 2 * size**3 * 5 / (time.perf_counter() - start) / 1e12
 
 
+def _op_names(hlo_text: str) -> dict[str, str]:
+    """Instruction name -> its op_name metadata, or for a fusion/call without one that of the
+    computation it calls ("" when neither has any)."""
+    own, calls, by_computation, computation = {}, {}, {}, None
+    for line in hlo_text.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+            computation = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+            continue
+        match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+        if not match:
+            continue
+        found = re.search(r'op_name="([^"]+)"', line)
+        own.setdefault(match.group(1), found.group(1) if found else "")
+        if found and computation is not None:
+            by_computation.setdefault(computation, found.group(1))
+        called = re.search(r"calls=%?([\w.\-]+)", line)
+        if called:
+            calls[match.group(1)] = called.group(1)
+    return {
+        name: op or by_computation.get(calls.get(name, ""), "") for name, op in own.items()
+    }
+
+
+def _component(op_name: str) -> tuple[str, str]:
+    """('forward' | 'backward' | 'other', model component) of an HLO op_name: the module path
+    under VAE.encode / VAE.decode, two levels deep (the last path segment is the primitive)."""
+    direction = "backward" if "transpose(jvp" in op_name else (
+        "forward" if "jvp(" in op_name else "other")
+    found = re.search(r"VAE\.(?:encode|decode)/(.*)", op_name)
+    if found:
+        modules = found.group(1).split("/")[:-1]
+        return direction, "/".join(modules[:2]) or "VAE (top level)"
+    if "ffi_call" in op_name or "pallas" in op_name:
+        return direction, "rendering kernel (native / pallas call)"
+    return direction, "rest: loss, rendering glue, optimiser"
+
+
+def profile_step(compiled, state, batch, steps: int = 2):
+    """Per component (forward ms, backward ms, other ms) per step, summed over threads."""
+    names = _op_names(compiled.as_text())
+    with tempfile.TemporaryDirectory() as trace_dir:
+        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+        for _ in range(steps):
+            state, metrics = compiled(state, batch, jax.random.key(1))
+            jax.block_until_ready(metrics["total"])
+        jax.profiler.stop_trace()
+        trace_file = max(Path(trace_dir).rglob("*.trace.json.gz"), key=os.path.getmtime)
+        with gzip.open(trace_file) as f:
+            events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    table = collections.defaultdict(lambda: collections.Counter())
+    for event in events:
+        if event.get("ph") == "X" and event["name"] in names:
+            direction, part = _component(names[event["name"]])
+            table[part][direction] += event.get("dur", 0) / 1e3 / steps
+    return state, table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
@@ -85,6 +155,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--backend", default=None, help="render backend (default: config's)")
     parser.add_argument("--peak_tflops", type=float, default=None)
+    parser.add_argument("--profile", action="store_true", help="print where the step's time goes")
     args = parser.parse_args()
     config = load_config(args.config)
     if args.backend:
@@ -110,6 +181,8 @@ def main() -> None:
             state, metrics = compiled(state, batch, jax.random.key(1))
             jax.block_until_ready(metrics["total"])
             times.append(time.perf_counter() - start)
+        if args.profile:
+            state, table = profile_step(compiled, state, batch)
     times = times[1:]  # the first run also pays one-time allocation
     best, median = min(times), float(np.median(times))
     kind = device.device_kind
@@ -135,7 +208,22 @@ def main() -> None:
     print(f"| {args.config} | {batch_size} | {best * 1e3:.1f} | {median * 1e3:.1f} | "
           f"{batch_size / best:.2f} | {flops / 1e12:.3f} | {achieved:.2f} | "
           f"{100 * achieved / peak:.1f}% | {peak:.1f} TFLOP/s ({peak_from}) |")
+    if args.profile:
+        total = sum(sum(row.values()) for row in table.values())
+        print(f"\n# where the step goes (op time summed over threads: {total:.0f} ms per step)")
+        print("| component | forward ms | backward ms | other ms | share |")
+        print("|---|---:|---:|---:|---:|")
+        small = collections.Counter()
+        for part, row in sorted(table.items(), key=lambda kv: -sum(kv[1].values())):
+            if sum(row.values()) < 0.005 * total:
+                small.update(row)
+                continue
+            print(f"| {part} | {row['forward']:.0f} | {row['backward']:.0f} | "
+                  f"{row['other']:.0f} | {100 * sum(row.values()) / total:.1f}% |")
+        print(f"| (parts under 0.5% each) | {small['forward']:.0f} | {small['backward']:.0f} | "
+              f"{small['other']:.0f} | {100 * sum(small.values()) / total:.1f}% |")
 
 
 if __name__ == "__main__":
     main()
+

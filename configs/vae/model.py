@@ -91,7 +91,7 @@ def paper_model() -> ml_collections.ConfigDict:
     s.rotation_bias_init = 1.0
     s.head_init_std = 0.0  # 0 = zero-initialised heads (the paper); see configs/vae/small.py
     s.child_spread = ()  # () = children start on their parent (the paper); see SurfelHead
-    s.color_gain = 1.0  # 1 = the paper; see SurfelHead (colour learning speed)
+    s.color_gain = ()  # () = 1 on every level (the paper); see SurfelHead (colour learning speed)
     return m
 
 

@@ -95,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Colour moves 10x faster than the heads' lr 1e-4 alone allows (SurfelHead docstring: at
     # gain 1 object colour was still mostly missing after 1,404 steps; with 10, 23.5 dB
     # instead of 22.6 dB novel-view PSNR in 44 minutes, docs/results.md).
-    c.model.surfels.color_gain = 10.0
+    c.model.surfels.color_gain = (10.0, 10.0, 10.0)
     c.optimizer.groups = (
         ("encoder", r"^encoder/", 1e-3, 1e-3),
         ("decoder", r"^decoder/", 1e-3, 1e-3),

@@ -9,7 +9,9 @@ or `config.data` (extraction) in one ordered pass, without jitter.
 Evaluation: the posterior mean of each record's encoded views is decoded and rendered with the
 record's supervision cameras (views of both halves: ones the encoder saw and ones it did not);
 PSNR and SSIM at the finest render size over all of them and over the novel ones only (the
-other half's), per object (mean over its records) and overall, as JSON and a markdown table.
+other half's), per object (mean over its records) and overall, as JSON and a markdown table,
+and where the novel views' squared error lies (background, silhouette band, the interior's
+mean-colour offset and spatial rest: ga_jax/evaluation/error_regions.py).
 
 Extraction: every record of every chunk (both halves, so an object with 3 chunks gets 6
 encodings) is encoded; the FPS points, a posterior sample, the mean and the log-variance are
@@ -34,6 +36,12 @@ from PIL import Image
 from ga_jax.data.gbuffer import read_chunk
 from ga_jax.data.latents import LatentWriter
 from ga_jax.data.loader import make_source, make_vae_loader, to_global_batch
+from ga_jax.evaluation.error_regions import (
+    REGIONS,
+    accumulate_error_regions,
+    summarise_error_regions,
+)
+from ga_jax.losses.vae import resize_targets
 from ga_jax.models.vae.vae import VAE, build_vae
 from ga_jax.parallel.mesh import make_mesh
 from ga_jax.train.checkpoint import Checkpointer
@@ -50,6 +58,9 @@ from ga_jax.train.vae_trainer import (
 __all__ = ["evaluate_reconstruction", "extract_latents", "restore_params"]
 
 log = logging.getLogger(__name__)
+
+
+_TARGETS = ("target_rgb", "target_alpha", "target_normal")
 
 
 def _ordered(data_config) -> Any:
@@ -91,17 +102,28 @@ def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
     source = make_source(data)
     with _rules_context(mesh, rules):
         model, params, step = restore_params(config, workdir, mesh)
-        fn = jax.jit(lambda p, b: evaluate_batch(model, p, b, config)[0])
+        size = int(config.train.render_sizes[-1])
+
+        def evaluate(p, b):
+            alpha = resize_targets({k: b[k] for k in _TARGETS}, size)["target_alpha"]
+            return evaluate_batch(model, p, b, config) + (alpha,)
+
+        fn = jax.jit(evaluate)
         per_object: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
+        regions: dict[str, float] = {}
         loader = make_vae_loader(data, source=source)
         for batch in loader:
-            metrics = jax.device_get(
+            metrics, images, alpha = jax.device_get(
                 fn(
                     params,
                     to_global_batch(
                         {k: batch[k] for k in MODEL_FIELDS}, mesh, _batch_axes(mesh, rules)
                     ),
                 )
+            )
+            novel = slice(images.shape[1] // 2, None)  # the other half's views (evaluate_batch)
+            accumulate_error_regions(
+                regions, images[:, novel, 0], images[:, novel, 1], alpha[:, novel]
             )
             for i, record in enumerate(batch["record_index"]):
                 name = _object_of(source[int(record)].chunk)
@@ -121,6 +143,7 @@ def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
         "render_size": int(config.train.render_sizes[-1]),
         **{f"mean_{k}": float(np.mean([r[k] for r in rows.values()])) for k in EVAL_METRICS},
         "objects": rows,
+        "novel_error_regions": summarise_error_regions(regions),
     }
     (workdir / "eval_recon.json").write_text(json.dumps(result, indent=1))
     lines = [
@@ -139,6 +162,18 @@ def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
         f"| **mean** | {sum(r['records'] for r in rows.values())} | "
         f"**{result['mean_psnr_novel']:.2f}** | **{result['mean_ssim_novel']:.4f}** | "
         f"**{result['mean_psnr']:.2f}** | **{result['mean_ssim']:.4f}** |",
+        "",
+        "Where the novel views' squared error lies (pooled over all of them: "
+        f"{result['novel_error_regions']['all']['psnr']:.2f} dB; "
+        "ga_jax/evaluation/error_regions.py):",
+        "",
+        "| region | share of squared error | pooled PSNR if it were zero |",
+        "|---|---|---|",
+        *[
+            f"| {r} | {100 * result['novel_error_regions'][r]['share']:.1f}% | "
+            f"{result['novel_error_regions'][r]['psnr_without']:.2f} dB |"
+            for r in REGIONS
+        ],
     ]
     (workdir / "eval_recon.md").write_text("\n".join(lines) + "\n")
     return result

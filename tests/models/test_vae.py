@@ -277,32 +277,38 @@ def test_cascade_formula_with_random_heads():
     assert np.ptp(np.asarray(surfels[-1].opacities)) > 0.1  # the heads really are non-trivial
 
 
-def test_color_gain_scales_the_colour_pre_activations():
-    """color_gain g equals gain 1 with every head's colour columns (kernel and bias) scaled by
-    g, since the colour pre-activation is a sum of those linear heads; geometry unchanged."""
+def test_color_gain_scales_each_levels_colour_columns():
+    """color_gain (g_0, g_1, g_2) equals no gain with each level's head colour columns (kernel
+    and bias) scaled by that level's g, since the colour pre-activation is a sum of those
+    linear heads; geometry unchanged. A uniform gain equals scaling every level."""
     features = jax.random.normal(jax.random.key(1), (1, 5, 16))
     xyz = jax.random.uniform(jax.random.key(2), (1, 5, 3), minval=-0.4, maxval=0.4)
     kw = dict(num_heads=2, mlp_dim=32, levels=((3, 1), (2, 1)), scan_layers=False)
-    plain, gained = SurfelHead(**kw), SurfelHead(**kw, color_gain=4.0)
+    plain = SurfelHead(**kw)
     params = _random_params(jax.eval_shape(plain.init, jax.random.key(0), features, xyz)["params"],
                             seed=5)
 
-    def scale_colour_columns(path, leaf):
-        names = [getattr(k, "key", "") for k in path]
-        if names[-1] in ("kernel", "bias") and names[-2] in ("base", "head"):
-            return leaf.at[..., 10:].multiply(4.0)
-        return leaf
+    def scaled_heads(gains):
+        def scale(path, leaf):
+            names = [getattr(k, "key", "") for k in path]
+            if names[-1] in ("kernel", "bias") and names[-2] in ("base", "head"):
+                level = 0 if names[-2] == "base" else 1 + int(names[-3].split("_")[-1])
+                return leaf.at[..., 10:].multiply(gains[level])
+            return leaf
+        return jax.tree_util.tree_map_with_path(scale, params)
 
-    scaled = jax.tree_util.tree_map_with_path(scale_colour_columns, params)
-    for got, want in zip(gained.apply({"params": params}, features, xyz),
-                         plain.apply({"params": scaled}, features, xyz)):
-        for name in ("means", "scales", "quaternions", "opacities", "colors"):
-            np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=1e-6,
-                                       err_msg=name)
+    for gains in ((4.0, 2.0, 3.0), (4.0, 4.0, 4.0)):
+        gained = SurfelHead(**kw, color_gain=gains)
+        for got, want in zip(gained.apply({"params": params}, features, xyz),
+                             plain.apply({"params": scaled_heads(gains)}, features, xyz)):
+            for name in ("means", "scales", "quaternions", "opacities", "colors"):
+                np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=1e-6,
+                                           err_msg=f"{gains} {name}")
     colours = plain.apply({"params": params}, features, xyz)[-1].colors
     assert np.ptp(np.asarray(colours)) > 0.1  # the colour heads really are non-trivial
-    with pytest.raises(ValueError, match="color_gain"):
-        SurfelHead(**kw, color_gain=0.0).init(jax.random.key(0), features, xyz)
+    for bad in ((1.0, 0.0, 1.0), (2.0, 2.0)):
+        with pytest.raises(ValueError, match="color_gain"):
+            SurfelHead(**kw, color_gain=bad).init(jax.random.key(0), features, xyz)
 
 
 # 4. scan_layers and remat do not change the maths.

@@ -12,6 +12,7 @@ import pytest
 from configs.vae import tiny
 from ga_jax.data.latents import LatentDataset
 from ga_jax.data.loader import make_vae_loader, to_global_batch
+from ga_jax.evaluation.error_regions import REGIONS
 from ga_jax.evaluation.vae_jobs import evaluate_reconstruction, extract_latents
 from ga_jax.models.vae.vae import build_vae
 from ga_jax.parallel.mesh import make_mesh
@@ -81,6 +82,9 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
         per_object = [r[key] for r in result["objects"].values()]
         np.testing.assert_allclose(result[f"mean_{key}"], np.mean(per_object), rtol=1e-6)
     assert "| **mean** |" in (tmp_path / "eval_recon.md").read_text()
+    regions = result["novel_error_regions"]
+    assert sum(regions[r]["share"] for r in REGIONS) == pytest.approx(1.0)
+    assert "| interior_offset |" in (tmp_path / "eval_recon.md").read_text()
 
     latents = LatentDataset(extract_latents(c, tmp_path, tmp_path / "latents", cond_size=16))
     assert len(latents) == 4 and latents.encodings == 2 and latents.metadata["vae_step"] == 2

@@ -7,7 +7,7 @@ Pre-activation layout of one surfel, K = 10 + colour channels (13 for RGB):
     3     opacity sigmoid
     4:6   scales  softplus(s) * scale_multiplier                            (0.006492)
     6:10  quaternion (w, x, y, z), L2-normalised
-    10:K  colour  0.5 * tanh(color_gain * c) + 0.5                         (gain 1)
+    10:K  colour  0.5 * tanh(c) + 0.5
 Children accumulate the other pre-activations, P_child = P_parent + R, and the activations
 are reapplied. Activations run in float32.
 
@@ -19,14 +19,16 @@ as 256 dots). `child_spread` (metres per level) adds a learned per-child offset
 `child_offsets` [f, 3] to R[0:3], initialised to that radius along f directions spread over
 the sphere (a Fibonacci lattice), so children start apart and can move from there.
 
-Colour gain (our addition, 1 = the paper). Under Adam a parameter moves about lr per step
-whatever its gradient's size, so multiplying the colour pre-activation by g makes the colour
-outputs move g times faster and sends a g times larger colour gradient into the decoder,
-without touching the geometry channels that the heads' small learning rate protects. In a
-44-minute synthetic run with gain 1, object colour was still mostly missing at step 1,404
-(on training records the predicted and true mean colour per object correlated 0.66 / 0.15 /
-0.95 in R / G / B, and the predicted green hardly varied: std 0.045 vs 0.162); with gain 10
-green's rose to 0.78 and the held-out novel-view PSNR from 22.6 to 23.5 dB (docs/results.md).
+Colour gain (our addition, () = 1 everywhere = the paper). `color_gain` (g_0, ..., g_L), one
+per level, base first, multiplies the colour columns of that level's head output before they
+are accumulated: c = g_0 B + g_1 R_1 + ... Under Adam a parameter moves about lr per step
+whatever its gradient's size, so a gain g makes that level's colour move g times faster and
+sends a g times larger colour gradient into the decoder, without touching the geometry
+channels that the heads' small learning rate protects. In a 44-minute synthetic run with
+gain 1, object colour was still mostly missing at step 1,404 (on training records the
+predicted and true mean colour per object correlated 0.66 / 0.15 / 0.95 in R / G / B, and
+the predicted green hardly varied: std 0.045 vs 0.162); with gain 10 on every level green's
+rose to 0.78 and the held-out novel-view PSNR from 22.6 to 23.5 dB (docs/results.md).
 
 Initialisation. Base head: zero kernel; bias zero except the scales (scale_bias_init = -2.5)
 and the quaternion's w (rotation_bias_init = 1). DESIGN.md says "zero weights except
@@ -63,7 +65,6 @@ def surfel_activations(
     pre: jax.Array,
     *,
     scale_multiplier: float = 0.006492,
-    color_gain: float = 1.0,
 ) -> Surfels:
     """Surfels from positions xyz [..., N, 3] and pre-activations pre [..., N, K] (float32)."""
     pre = pre.astype(jnp.float32)
@@ -74,7 +75,7 @@ def surfel_activations(
         quaternions=quat,
         scales=jax.nn.softplus(pre[..., 4:6]) * scale_multiplier,
         opacities=jax.nn.sigmoid(pre[..., 3]),
-        colors=0.5 * jnp.tanh(color_gain * pre[..., 10:]) + 0.5,
+        colors=0.5 * jnp.tanh(pre[..., 10:]) + 0.5,
     )
 
 
@@ -213,7 +214,7 @@ class SurfelHead(nn.Module):
     rotation_bias_init: float = 1.0
     head_init_std: float = 0.0
     child_spread: tuple[float, ...] = ()
-    color_gain: float = 1.0
+    color_gain: tuple[float, ...] = ()
     scan_layers: bool = True
     remat_policy: str = "none"
     attention_impl: str = "xla"
@@ -241,11 +242,19 @@ class SurfelHead(nn.Module):
                 f"[0, upsample_offset_scale={self.upsample_offset_scale}) metres, one per "
                 f"level, got {self.child_spread}"
             )
-        if not self.color_gain > 0.0:
-            raise ValueError(f"color_gain: expected a positive number, got {self.color_gain}")
-        activate = functools.partial(
-            surfel_activations, scale_multiplier=self.scale_multiplier, color_gain=self.color_gain
-        )
+        gains = tuple(self.color_gain) or (1.0,) * (len(self.levels) + 1)
+        if len(gains) != len(self.levels) + 1 or not all(g > 0.0 for g in gains):
+            raise ValueError(
+                f"color_gain: expected () or {len(self.levels) + 1} positive gains, one per "
+                f"level (base first), got {self.color_gain}"
+            )
+        activate = functools.partial(surfel_activations, scale_multiplier=self.scale_multiplier)
+
+        def with_gain(head_output: jax.Array, level: int) -> jax.Array:
+            if gains[level] == 1.0:
+                return head_output
+            return head_output.at[..., 10:].multiply(gains[level])
+
         f32 = dict(dtype=jnp.float32, param_dtype=self.param_dtype)
         pre = dense(
             self.num_channels,
@@ -255,6 +264,7 @@ class SurfelHead(nn.Module):
             name="base",
             **f32,
         )(nn.silu(features.astype(jnp.float32)))
+        pre = with_gain(pre, 0)
         xyz = xyz.astype(jnp.float32) + self.base_offset_scale * jnp.tanh(pre[..., 0:3])
         outputs = [activate(xyz, pre)]
         for level, (factor, depth) in enumerate(self.levels):
@@ -278,6 +288,6 @@ class SurfelHead(nn.Module):
             xyz = jnp.repeat(xyz, factor, axis=-2) + self.upsample_offset_scale * jnp.tanh(
                 residual[..., 0:3]
             )
-            pre = jnp.repeat(pre, factor, axis=-2) + residual
+            pre = jnp.repeat(pre, factor, axis=-2) + with_gain(residual, level + 1)
             outputs.append(activate(xyz, pre))
         return outputs

@@ -83,7 +83,7 @@ class VAE(nn.Module):
 def _fields(section: Any) -> dict[str, Any]:
     """A config section as module fields (sequences as tuples: Linen fields stay hashable)."""
     fields = section.to_dict() if hasattr(section, "to_dict") else dict(section)
-    for key in ("ch_mult", "xyz_channels", "child_spread"):
+    for key in ("ch_mult", "xyz_channels", "child_spread", "color_gain"):
         if key in fields:
             fields[key] = tuple(fields[key])
     if "levels" in fields:
