@@ -94,7 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.surfels.child_spread = (0.025, 0.012)
     # Colour moves 10x faster than the heads' lr 1e-4 alone allows (SurfelHead docstring: at
     # gain 1 object colour was still mostly missing after 1,404 steps; with 10, 23.5 dB
-    # instead of 22.6 dB novel-view PSNR in 44 minutes, docs/results.md).
+    # instead of 22.6 dB novel-view PSNR in 44 minutes, docs/results.md). One gain per level,
+    # base first: 30 everywhere, or 10 on the base level and 1 on the upsamplers, were worse.
     c.model.surfels.color_gain = (10.0, 10.0, 10.0)
     c.optimizer.groups = (
         ("encoder", r"^encoder/", 1e-3, 1e-3),
