@@ -140,7 +140,7 @@ def profile_step(compiled, state, batch, steps: int = 2):
         with gzip.open(trace_file) as f:
             events = json.load(f)
     events = events["traceEvents"] if isinstance(events, dict) else events
-    table = collections.defaultdict(lambda: collections.Counter())
+    table = collections.defaultdict(collections.Counter)
     for event in events:
         if event.get("ph") == "X" and event["name"] in names:
             direction, part = _component(names[event["name"]])
@@ -226,4 +226,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -51,6 +51,7 @@ from ga_jax.train.vae_trainer import (
     MODEL_FIELDS,
     _batch_axes,
     _rules_context,
+    _targets,
     create_train_state,
     evaluate_batch,
 )
@@ -58,9 +59,6 @@ from ga_jax.train.vae_trainer import (
 __all__ = ["evaluate_reconstruction", "extract_latents", "restore_params"]
 
 log = logging.getLogger(__name__)
-
-
-_TARGETS = ("target_rgb", "target_alpha", "target_normal")
 
 
 def _ordered(data_config) -> Any:
@@ -105,7 +103,7 @@ def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
         size = int(config.train.render_sizes[-1])
 
         def evaluate(p, b):
-            alpha = resize_targets({k: b[k] for k in _TARGETS}, size)["target_alpha"]
+            alpha = resize_targets(_targets(b), size)["target_alpha"]
             return evaluate_batch(model, p, b, config) + (alpha,)
 
         fn = jax.jit(evaluate)
@@ -140,7 +138,7 @@ def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
     }
     result = {
         "step": step,
-        "render_size": int(config.train.render_sizes[-1]),
+        "render_size": size,
         **{f"mean_{k}": float(np.mean([r[k] for r in rows.values()])) for k in EVAL_METRICS},
         "objects": rows,
         "novel_error_regions": summarise_error_regions(regions),

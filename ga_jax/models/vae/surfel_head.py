@@ -41,8 +41,6 @@ child equals its parent.
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -61,10 +59,7 @@ __all__ = [
 
 
 def surfel_activations(
-    xyz: jax.Array,
-    pre: jax.Array,
-    *,
-    scale_multiplier: float = 0.006492,
+    xyz: jax.Array, pre: jax.Array, *, scale_multiplier: float = 0.006492
 ) -> Surfels:
     """Surfels from positions xyz [..., N, 3] and pre-activations pre [..., N, K] (float32)."""
     pre = pre.astype(jnp.float32)
@@ -248,7 +243,6 @@ class SurfelHead(nn.Module):
                 f"color_gain: expected () or {len(self.levels) + 1} positive gains, one per "
                 f"level (base first), got {self.color_gain}"
             )
-        activate = functools.partial(surfel_activations, scale_multiplier=self.scale_multiplier)
 
         def with_gain(head_output: jax.Array, level: int) -> jax.Array:
             if gains[level] == 1.0:
@@ -266,7 +260,7 @@ class SurfelHead(nn.Module):
         )(nn.silu(features.astype(jnp.float32)))
         pre = with_gain(pre, 0)
         xyz = xyz.astype(jnp.float32) + self.base_offset_scale * jnp.tanh(pre[..., 0:3])
-        outputs = [activate(xyz, pre)]
+        outputs = [surfel_activations(xyz, pre, scale_multiplier=self.scale_multiplier)]
         for level, (factor, depth) in enumerate(self.levels):
             features, residual = Upsampler(
                 factor,
@@ -289,5 +283,5 @@ class SurfelHead(nn.Module):
                 residual[..., 0:3]
             )
             pre = jnp.repeat(pre, factor, axis=-2) + with_gain(residual, level + 1)
-            outputs.append(activate(xyz, pre))
+            outputs.append(surfel_activations(xyz, pre, scale_multiplier=self.scale_multiplier))
         return outputs
