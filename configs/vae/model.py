@@ -64,6 +64,7 @@ def paper_model() -> ml_collections.ConfigDict:
     e.cross_head_dim = 64
     e.cross_input_norm = True
     e.foreground_tokens = False  # ga_jax.models.vae.encoder.Encoder: our addition, off here
+    e.pixel_aligned_rgb = False  # the same: our addition, off here
     e.depth = 3
     e.num_heads = 8
     e.mlp_dim = 1024

@@ -28,7 +28,11 @@ from ga_jax.models.vae import (
     build_vae,
     param_counts,
 )
-from ga_jax.models.vae.encoder import cell_centre_xyz, foreground_cell_xyz
+from ga_jax.models.vae.encoder import (
+    cell_centre_xyz,
+    foreground_cell_xyz,
+    nearest_foreground_pixels,
+)
 from ga_jax.models.vae.surfel_head import fibonacci_directions
 from ga_jax.parallel.mesh import logical_shardings, make_mesh
 from ga_jax.rendering.surfels import check_surfels
@@ -195,8 +199,9 @@ def _activate(xyz, pre):
 @pytest.mark.parametrize("std", [0.0, 0.5])
 def test_head_init_std(std):
     """head_init_std = 0: every surfel head kernel is zero (the paper); > 0: N(0, std^2)."""
-    head = SurfelHead(num_heads=2, mlp_dim=32, levels=((3, 1),), scan_layers=False,
-                      head_init_std=std)
+    head = SurfelHead(
+        num_heads=2, mlp_dim=32, levels=((3, 1),), scan_layers=False, head_init_std=std
+    )
     features = jnp.ones((1, 64, 16))
     params = nn.unbox(head.init(jax.random.key(0), features, jnp.zeros((1, 64, 3))))["params"]
     for kernel in (params["base"]["kernel"], params["upsample_0"]["head"]["kernel"]):
@@ -220,8 +225,13 @@ def test_child_spread_places_children_at_the_radius():
     """Zero heads: each child sits exactly child_spread[level] from its parent (0.225 tanh of
     atanh(r / 0.225)), along the Fibonacci directions; () adds no parameter (the paper)."""
     features, xyz = jnp.ones((1, 6, 16)), jnp.zeros((1, 6, 3))
-    head = SurfelHead(num_heads=2, mlp_dim=32, levels=((4, 1), (2, 1)), scan_layers=False,
-                      child_spread=(0.03, 0.01))
+    head = SurfelHead(
+        num_heads=2,
+        mlp_dim=32,
+        levels=((4, 1), (2, 1)),
+        scan_layers=False,
+        child_spread=(0.03, 0.01),
+    )
     params = nn.unbox(head.init(jax.random.key(0), features, xyz))["params"]
     assert params["upsample_0"]["child_offsets"].shape == (4, 3)
     base, level1, level2 = head.apply({"params": params}, features, xyz)
@@ -231,14 +241,17 @@ def test_child_spread_places_children_at_the_radius():
     step2 = np.asarray(level2.means[0]) - np.repeat(np.asarray(level1.means[0]), 2, axis=0)
     np.testing.assert_allclose(np.linalg.norm(step2, axis=-1), 0.01, rtol=1e-5)
     plain = SurfelHead(num_heads=2, mlp_dim=32, levels=((4, 1),), scan_layers=False)
-    assert "child_offsets" not in nn.unbox(plain.init(jax.random.key(0), features, xyz))[
-        "params"]["upsample_0"]
+    assert (
+        "child_offsets"
+        not in nn.unbox(plain.init(jax.random.key(0), features, xyz))["params"]["upsample_0"]
+    )
 
 
 @pytest.mark.parametrize("spread", [(0.01,), (0.01, 0.3), (-0.01, 0.01)])
 def test_child_spread_rejects_bad_radii(spread):
-    head = SurfelHead(num_heads=2, mlp_dim=32, levels=((4, 1), (2, 1)), scan_layers=False,
-                      child_spread=spread)
+    head = SurfelHead(
+        num_heads=2, mlp_dim=32, levels=((4, 1), (2, 1)), scan_layers=False, child_spread=spread
+    )
     with pytest.raises(ValueError, match="child_spread"):
         head.init(jax.random.key(0), jnp.ones((1, 6, 16)), jnp.zeros((1, 6, 3)))
 
@@ -285,8 +298,9 @@ def test_color_gain_scales_each_levels_colour_columns():
     xyz = jax.random.uniform(jax.random.key(2), (1, 5, 3), minval=-0.4, maxval=0.4)
     kw = dict(num_heads=2, mlp_dim=32, levels=((3, 1), (2, 1)), scan_layers=False)
     plain = SurfelHead(**kw)
-    params = _random_params(jax.eval_shape(plain.init, jax.random.key(0), features, xyz)["params"],
-                            seed=5)
+    params = _random_params(
+        jax.eval_shape(plain.init, jax.random.key(0), features, xyz)["params"], seed=5
+    )
 
     def scaled_heads(gains):
         def scale(path, leaf):
@@ -295,15 +309,19 @@ def test_color_gain_scales_each_levels_colour_columns():
                 level = 0 if names[-2] == "base" else 1 + int(names[-3].split("_")[-1])
                 return leaf.at[..., 10:].multiply(gains[level])
             return leaf
+
         return jax.tree_util.tree_map_with_path(scale, params)
 
     for gains in ((4.0, 2.0, 3.0), (4.0, 4.0, 4.0)):
         gained = SurfelHead(**kw, color_gain=gains)
-        for got, want in zip(gained.apply({"params": params}, features, xyz),
-                             plain.apply({"params": scaled_heads(gains)}, features, xyz)):
+        for got, want in zip(
+            gained.apply({"params": params}, features, xyz),
+            plain.apply({"params": scaled_heads(gains)}, features, xyz),
+        ):
             for name in ("means", "scales", "quaternions", "opacities", "colors"):
-                np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=1e-6,
-                                           err_msg=f"{gains} {name}")
+                np.testing.assert_allclose(
+                    getattr(got, name), getattr(want, name), atol=1e-6, err_msg=f"{gains} {name}"
+                )
     colours = plain.apply({"params": params}, features, xyz)[-1].colors
     assert np.ptp(np.asarray(colours)) > 0.1  # the colour heads really are non-trivial
     for bad in ((1.0, 0.0, 1.0), (2.0, 2.0)):
@@ -454,8 +472,7 @@ def test_masked_attention_equals_attention_over_the_kept_keys(implementation):
     k = jax.random.normal(kk, (2, 30, 2, 8))
     v = jax.random.normal(kv, (2, 30, 2, 8))
     mask = jax.random.uniform(jax.random.key(10), (2, 30)) < 0.4
-    got = dot_product_attention(q, k, v, implementation=implementation, chunk_size=8,
-                                key_mask=mask)
+    got = dot_product_attention(q, k, v, implementation=implementation, chunk_size=8, key_mask=mask)
     for b in range(2):
         keep = np.asarray(mask[b])
         ref = dot_product_attention(q[b : b + 1], k[b : b + 1, keep], v[b : b + 1, keep])
@@ -477,6 +494,65 @@ def test_encoder_foreground_tokens_runs_and_falls_back_without_foreground():
     a, b = moments(encoder_input), moments(empty)
     assert bool(jnp.all(jnp.isfinite(a))) and bool(jnp.all(jnp.isfinite(b)))
     np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6)  # object 0 unchanged
+
+
+def test_nearest_foreground_pixels_matches_a_pixel_loop():
+    encoder_input, fps_xyz = _inputs(7, seed=4)
+    # A background region (xyz 0) that contains the pixels nearest to some points.
+    encoder_input = encoder_input.at[:, 0, :10, :, 12:15].set(0.0)
+    fps_xyz = fps_xyz.at[:, 0].set(0.0)
+    got_pixel, got_distance = nearest_foreground_pixels(encoder_input, fps_xyz, (12, 15))
+    x, p = np.asarray(encoder_input, np.float64), np.asarray(fps_xyz, np.float64)
+    for b in range(B):
+        for i in range(p.shape[1]):
+            best, best_d = None, np.inf
+            for v in range(V):
+                for row in range(S):
+                    for col in range(S):
+                        xyz = x[b, v, row, col, 12:15]
+                        d = np.sqrt(np.sum((xyz - p[b, i]) ** 2))
+                        if np.any(xyz != 0) and d < best_d:
+                            best, best_d = x[b, v, row, col], d
+            np.testing.assert_allclose(got_pixel[b, i], best, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(got_distance[b, i], best_d, rtol=1e-4, atol=1e-4)
+
+
+def test_encoder_pixel_aligned_rgb_embeds_the_nearest_pixels_colour():
+    cfg = tiny_model()
+    cfg.encoder.pixel_aligned_rgb = True
+    model = build_vae(cfg)
+    params = _random_params(abstract_variables(model)["params"], seed=5)
+    embed = params["encoder"]["pixel_rgb_embed"]
+    assert embed["kernel"].shape == (4, 64)
+    encoder_input, fps_xyz = _inputs(cfg.num_points)
+    posterior, state = model.apply(
+        {"params": params},
+        encoder_input,
+        fps_xyz,
+        method=model.encode,
+        capture_intermediates=True,
+    )
+    got = state["intermediates"]["encoder"]["pixel_rgb_embed"]["__call__"][0]
+    pixel, distance = nearest_foreground_pixels(encoder_input, fps_xyz, (12, 15))
+    features = np.concatenate(
+        [np.asarray(pixel[..., 0:3]), np.tanh(np.asarray(distance) / 0.05)[..., None]], -1
+    )
+    want = features @ np.asarray(embed["kernel"]) + np.asarray(embed["bias"])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+    # With the embedding zeroed the encoder is the one without the option.
+    zeroed = {**params["encoder"], "pixel_rgb_embed": jax.tree.map(jnp.zeros_like, embed)}
+    plain = {k: v for k, v in params["encoder"].items() if k != "pixel_rgb_embed"}
+    cfg.encoder.pixel_aligned_rgb = False
+    off = build_vae(cfg)
+    on_zeroed = model.apply(
+        {"params": {**params, "encoder": zeroed}}, encoder_input, fps_xyz, method=model.encode
+    ).mean
+    without = off.apply(
+        {"params": {**params, "encoder": plain}}, encoder_input, fps_xyz, method=off.encode
+    ).mean
+    np.testing.assert_allclose(on_zeroed, without, rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(posterior.mean - without))) > 1e-3
 
 
 def test_chunked_attention_matches_xla_and_numpy():

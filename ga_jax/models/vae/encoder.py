@@ -4,10 +4,12 @@
       -> SD-VAE conv trunk with a multi-view spatial transformer in the mid block
       -> tokens [B, V*h*w, E] (h = S / f, f = 2^(len(ch_mult)-1)) + XYZ PE of each token
       -> cross-attention from the XYZ PE of the P FPS points onto the tokens (no residual)
+         [+ the nearest input pixel's RGB per point, when pixel_aligned_rgb (not the paper)]
       -> pre-norm transformer over the P points -> head -> moments [B, P, 2C] (mean | logvar)
 
 There is no view or position embedding besides the XYZ PE, so the result is invariant to
-the order of the views and equivariant to the order of the FPS points (tests check both).
+the order of the views and equivariant to the order of the FPS points (tests check both;
+with pixel_aligned_rgb, up to exact distance ties between pixels of different views).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "XyzEmbed",
     "cell_centre_xyz",
     "foreground_cell_xyz",
+    "nearest_foreground_pixels",
 ]
 
 
@@ -253,6 +256,32 @@ def foreground_cell_xyz(xyz_map: jax.Array, factor: int) -> tuple[jax.Array, jax
     return total / jnp.maximum(count, 1.0), count[..., 0] > 0
 
 
+def nearest_foreground_pixels(
+    encoder_input: jax.Array, fps_xyz: jax.Array, xyz_channels: tuple[int, int]
+) -> tuple[jax.Array, jax.Array]:
+    """For every point, the input pixel (over all views) whose xyz is nearest to it in 3D.
+
+    encoder_input [B, V, S, S, C] with the world xyz map in channels xyz_channels (0 on the
+    background, which is never picked); fps_xyz [B, P, 3]. Returns (the picked pixels' C
+    channels [B, P, C], their distance to the point [B, P]); an object without any
+    foreground pixel gets distance inf and the first pixel. A point that every view sees
+    picks a pixel on its own surface patch; an occluded one the nearest surface seen, which
+    the distance tells apart. Memory O(B P V S^2): meant for the small configs.
+    """
+    b, c = encoder_input.shape[0], encoder_input.shape[-1]
+    pixels = encoder_input.reshape(b, -1, c).astype(jnp.float32)
+    start, stop = xyz_channels
+    xyz = pixels[..., start:stop]
+    points = fps_xyz.astype(jnp.float32)
+    # |p - x|^2 expanded; HIGHEST so that GPUs do not round the products to TF32.
+    cross = jnp.einsum("bpk,bnk->bpn", points, xyz, precision=jax.lax.Precision.HIGHEST)
+    d2 = jnp.sum(points**2, -1)[..., None] - 2.0 * cross + jnp.sum(xyz**2, -1)[:, None, :]
+    d2 = jnp.where(jnp.any(xyz != 0, axis=-1)[:, None, :], jnp.maximum(d2, 0.0), jnp.inf)
+    index = jnp.argmin(d2, axis=-1)  # [B, P]
+    picked = jnp.take_along_axis(pixels, index[..., None], axis=1)
+    return picked, jnp.sqrt(jnp.take_along_axis(d2, index[..., None], axis=-1)[..., 0])
+
+
 class XyzEmbed(nn.Module):
     """Linear(NeRF-PE(xyz)): [..., 3] -> [..., features]; shared by tokens and queries."""
 
@@ -336,6 +365,13 @@ class Encoder(nn.Module):
     # the centre sample is usually background (xyz 0, the PE of the object's centre), and
     # ~90% of the tokens are background that every point query also attends to.
     foreground_tokens: bool = False
+    # Our addition (off in the paper config): each point adds, after the cross-attention, a
+    # linear embedding of the RGB of the input pixel nearest to it in 3D (over all views) and
+    # of that pixel's distance (nearest_foreground_pixels). Without it the object's colour
+    # reaches a point only through the f x f token cells of the trunk, and a 45-minute run's
+    # latent held only ~60% of the red/green variance of the synthetic objects' colours
+    # (docs/results.md, seventh session).
+    pixel_aligned_rgb: bool = False
     depth: int = 3
     num_heads: int = 8
     mlp_dim: int = 1024
@@ -410,6 +446,14 @@ class Encoder(nn.Module):
             **attn_kw,
             **kw,
         )(constrain(queries), constrain(tokens), token_mask)
+        if self.pixel_aligned_rgb:
+            # Channels 0:3 hold the RGB (ga_jax/data/transforms.py).
+            pixel, distance = nearest_foreground_pixels(encoder_input, fps_xyz, self.xyz_channels)
+            # tanh(d / 5 cm): ~linear for a point on the surface seen (d ~ mm), 1 when far.
+            seen = jnp.tanh(jnp.minimum(distance, 1e3) / 0.05)[..., None]
+            x = x + dense(width, (None, "embed"), name="pixel_rgb_embed", **kw)(
+                jnp.concatenate([pixel[..., 0:3], seen], axis=-1).astype(self.dtype)
+            )
         x = BlockStack(
             TransformerBlock,
             dict(
