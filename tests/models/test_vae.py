@@ -515,6 +515,10 @@ def test_nearest_foreground_pixels_matches_a_pixel_loop():
                             best, best_d = x[b, v, row, col], d
             np.testing.assert_allclose(got_pixel[b, i], best, rtol=1e-6, atol=1e-6)
             np.testing.assert_allclose(got_distance[b, i], best_d, rtol=1e-4, atol=1e-4)
+    # An object without foreground: distance inf (the embedding's tanh takes it to 1).
+    empty = encoder_input.at[1, ..., 12:15].set(0.0)
+    _, distance = nearest_foreground_pixels(empty, fps_xyz, (12, 15))
+    assert np.all(np.isinf(distance[1])) and np.all(np.isfinite(distance[0]))
 
 
 def test_encoder_pixel_aligned_rgb_embeds_the_nearest_pixels_colour():

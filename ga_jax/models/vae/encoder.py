@@ -450,7 +450,7 @@ class Encoder(nn.Module):
             # Channels 0:3 hold the RGB (ga_jax/data/transforms.py).
             pixel, distance = nearest_foreground_pixels(encoder_input, fps_xyz, self.xyz_channels)
             # tanh(d / 5 cm): ~linear for a point on the surface seen (d ~ mm), 1 when far.
-            seen = jnp.tanh(jnp.minimum(distance, 1e3) / 0.05)[..., None]
+            seen = jnp.tanh(distance / 0.05)[..., None]  # no foreground at all: d = inf -> 1
             x = x + dense(width, (None, "embed"), name="pixel_rgb_embed", **kw)(
                 jnp.concatenate([pixel[..., 0:3], seen], axis=-1).astype(self.dtype)
             )
