@@ -69,7 +69,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels.config import TileConfig
-from kernels.numerics import ray_splat_uv
+from kernels.numerics import hit_depth, ray_splat_uv
 from kernels.types import CompositeOutput, Splats, TileIntersections
 
 # Columns of the packed per-slot array (and of the per-slot gradient rows).
@@ -148,20 +148,20 @@ def _geometry(cfg: TileConfig, px, py, mean, t_u, t_v, t_w, opacity):
     q_x = kv[1] * lv[2] - kv[2] * lv[1]
     q_y = kv[2] * lv[0] - kv[0] * lv[2]
     q_z = kv[0] * lv[1] - kv[1] * lv[0]
-    hit, u, v, q_z = ray_splat_uv(q_x, q_y, q_z)
+    hit, u, v, q_z_used, far = ray_splat_uv(q_x, q_y, q_z)
     rho3d = u * u + v * v
     d_x = mean[0] - px
     d_y = mean[1] - py
     rho2d = cfg.filter_inv_square * (d_x * d_x + d_y * d_y)
     use3d = rho3d <= rho2d
     rho = jnp.where(use3d, rho3d, rho2d)
-    z = jnp.where(use3d, u * t_w[0] + v * t_w[1] + t_w[2], t_w[2])
+    z = hit_depth(q_x, q_y, q_z, u, v, far, t_w)
     gauss = jnp.exp(-0.5 * rho)
     alpha_raw = opacity * gauss
     alpha = jnp.minimum(cfg.alpha_max, alpha_raw)
     use = hit & (z >= cfg.near) & (alpha >= cfg.alpha_min)
-    return dict(kv=kv, lv=lv, q_z=q_z, u=u, v=v, d_x=d_x, d_y=d_y, use3d=use3d, z=z,
-                gauss=gauss, alpha_raw=alpha_raw, alpha=alpha, use=use)
+    return dict(kv=kv, lv=lv, q_z=q_z_used, far=far, u=u, v=v, d_x=d_x, d_y=d_y, use3d=use3d,
+                z=z, gauss=gauss, alpha_raw=alpha_raw, alpha=alpha, use=use)
 
 
 def _normalised_depth(cfg: TileConfig, z):
@@ -328,15 +328,18 @@ def _backward_kernel(ranges_ref, packed_ref, out_ref, res_f_ref, res_i_ref, g_re
         g_opacity = g_alpha * gauss
         g_rho = g_alpha * opacity * (-0.5) * gauss
 
-        use3d = g["use3d"]
+        use3d, near_ray = g["use3d"], ~g["far"]
         u, v, q_z = g["u"], g["v"], g["q_z"]
-        # 2D filter branch: rho2d = F |mean - pixel|^2, z = T_w.z.
+        # 2D filter branch: rho2d = F |mean - pixel|^2.
         g_rho2d = jnp.where(use3d, 0.0, g_rho) * (2.0 * cfg.filter_inv_square)
         g_mean = (g_rho2d * g["d_x"], g_rho2d * g["d_y"])
-        # 3D branch: rho3d = u^2 + v^2, z = u T_w.x + v T_w.y + T_w.z.
-        g_u = jnp.where(use3d, g_rho * 2.0 * u + g_z * t_w[0], 0.0)
-        g_v = jnp.where(use3d, g_rho * 2.0 * v + g_z * t_w[1], 0.0)
-        g_tw_z = (jnp.where(use3d, g_z * u, 0.0), jnp.where(use3d, g_z * v, 0.0), g_z)
+        # 3D branch: rho3d = u^2 + v^2. Every pair: z = u T_w.x + v T_w.y + T_w.z (far pairs:
+        # u, v and the first two terms are constants, kernels/numerics.py).
+        g_u = jnp.where(use3d, g_rho * 2.0 * u, 0.0) + g_z * t_w[0]
+        g_v = jnp.where(use3d, g_rho * 2.0 * v, 0.0) + g_z * t_w[1]
+        g_u = jnp.where(near_ray, g_u, 0.0)
+        g_v = jnp.where(near_ray, g_v, 0.0)
+        g_tw_z = (jnp.where(near_ray, g_z * u, 0.0), jnp.where(near_ray, g_z * v, 0.0), g_z)
         # (u, v) = (q_x, q_y) / q_z
         g_q = (g_u / q_z, g_v / q_z, -(g_u * u + g_v * v) / q_z)
         kv, lv = g["kv"], g["lv"]

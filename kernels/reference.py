@@ -1,8 +1,9 @@
 """Dense all-pairs surfel compositor: the test oracle for every other implementation.
 
 Every pixel is tested against every surfel, with no tiles, in plain jnp. It follows the
-per-pixel loop of the 2DGS reference rasterizer (diff-surfel-rasterization, forward.cu)
-step by step, so it also documents the maths:
+per-pixel loop of the 2DGS reference rasterizer at the commit GaussianAnything installs,
+hbb1/diff-surfel-rasterization e0ed020 ("fix near cull", 2024-11-10), `renderCUDA` in
+cuda_rasterizer/forward.cu, step by step, so it also documents the maths:
 
 For a pixel centre (x, y) and a surfel with transform rows T_u, T_v, T_w (splat -> pixel):
   k = x T_w - T_u,  l = y T_w - T_v,  q = k x l      (skip the pair when q_z == 0)
@@ -10,7 +11,7 @@ For a pixel centre (x, y) and a surfel with transform rows T_u, T_v, T_w (splat 
   rho3d = u^2 + v^2
   rho2d = 2 |(x, y) - centre|^2                      low-pass filter, radius sqrt(2)/2 px
   rho = min(rho3d, rho2d)
-  z = u T_w.x + v T_w.y + T_w.z if rho3d <= rho2d else T_w.z   (camera z of the hit)
+  z = u T_w.x + v T_w.y + T_w.z                      camera z of the hit, for EVERY pair
   alpha = min(0.99, o exp(-rho / 2));  skip if z < near or alpha < 1/255
 Front to back in order of centre depth (ties by surfel index), T = 1:
   if T (1 - alpha) < 1e-4: stop (this surfel is not composited)
@@ -20,6 +21,17 @@ Front to back in order of centre depth (ties by surfel index), T = 1:
   if T > 0.5: median = z
   T *= 1 - alpha
 Output colour = C + T background, alpha = 1 - T.
+
+The lines of forward.cu at e0ed020 behind the depth rule:
+    // compute depth
+    float depth = (s.x * Tw.x + s.y * Tw.y) + Tw.z;
+    // if a point is too small, its depth is not reliable?
+    // depth = (rho3d <= rho2d) ? depth : Tw.z
+    if (depth < near_n) continue;
+(before that commit the centre depth Tw.z was used where the filter won). The filter's
+centre is the surfel's `means2d`: the centre of the screen bounding box of the 3-sigma
+ellipse u^2 + v^2 = 9, `compute_aabb(T, cutoff = 3.0f, ...)` in preprocessCUDA (TIGHTBBOX 0),
+computed in ga_jax.rendering.project. Rays nearly parallel to the splat: kernels/numerics.py.
 """
 
 from __future__ import annotations
@@ -30,15 +42,15 @@ import jax
 import jax.numpy as jnp
 
 from kernels.config import TileConfig
-from kernels.numerics import ray_splat_uv
+from kernels.numerics import hit_depth, ray_splat_uv
 from kernels.types import CompositeOutput, Splats
 
 
-def pixel_centers(height: int, width: int) -> tuple[jax.Array, jax.Array]:
+def pixel_centers(height: int, width: int, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
     """x, y of every pixel centre, row-major, each [H*W]."""
     ys, xs = jnp.meshgrid(
-        jnp.arange(height, dtype=jnp.float32) + 0.5,
-        jnp.arange(width, dtype=jnp.float32) + 0.5,
+        jnp.arange(height, dtype=dtype) + 0.5,
+        jnp.arange(width, dtype=dtype) + 0.5,
         indexing="ij",
     )
     return xs.reshape(-1), ys.reshape(-1)
@@ -52,9 +64,11 @@ def composite_dense(
     background: jax.Array,  # [D]
     config: TileConfig = TileConfig(),
 ) -> CompositeOutput:
-    """Composite every surfel at every pixel (O(H W N)); differentiable by autodiff."""
+    """Composite every surfel at every pixel (O(H W N)); differentiable by autodiff.
+    Outputs have the dtype of the transforms (float64 under jax_enable_x64 if they are)."""
     cfg = config
-    px, py = pixel_centers(height, width)
+    dtype = splats.transforms.dtype
+    px, py = pixel_centers(height, width, dtype)
     num_pixels = px.shape[0]
     channels = splats.colors.shape[-1]
     sort_key = jnp.where(splats.valid, splats.depths, jnp.inf)
@@ -66,13 +80,13 @@ def composite_dense(
         k = px[:, None] * t_w - t_u
         l = py[:, None] * t_w - t_v
         q = jnp.cross(k, l)
-        hit, u, v, _ = ray_splat_uv(q[:, 0], q[:, 1], q[:, 2])
+        hit, u, v, _, far = ray_splat_uv(q[:, 0], q[:, 1], q[:, 2])
         rho3d = u * u + v * v
         d_x = splats.means2d[i, 0] - px
         d_y = splats.means2d[i, 1] - py
         rho2d = cfg.filter_inv_square * (d_x * d_x + d_y * d_y)
         rho = jnp.minimum(rho3d, rho2d)
-        z = jnp.where(rho3d <= rho2d, u * t_w[0] + v * t_w[1] + t_w[2], t_w[2])
+        z = hit_depth(q[:, 0], q[:, 1], q[:, 2], u, v, far, (t_w[0], t_w[1], t_w[2]))
         alpha = jnp.minimum(cfg.alpha_max, splats.opacities[i] * jnp.exp(-0.5 * rho))
         use = splats.valid[i] & hit & (z >= cfg.near) & (alpha >= cfg.alpha_min) & ~done
         test_trans = trans * (1.0 - alpha)
@@ -92,20 +106,20 @@ def composite_dense(
         trans = jnp.where(contrib, test_trans, trans)
         return (trans, done, color, depth, normal, m1, m2, dist, median), None
 
-    zeros = jnp.zeros((num_pixels,), jnp.float32)
+    zeros = jnp.zeros((num_pixels,), dtype)
     init = (
-        jnp.ones((num_pixels,), jnp.float32),
+        jnp.ones((num_pixels,), dtype),
         jnp.zeros((num_pixels,), bool),
-        jnp.zeros((num_pixels, channels), jnp.float32),
+        jnp.zeros((num_pixels, channels), dtype),
         zeros,
-        jnp.zeros((num_pixels, 3), jnp.float32),
+        jnp.zeros((num_pixels, 3), dtype),
         zeros,
         zeros,
         zeros,
         zeros,
     )
     (trans, _, color, depth, normal, _, _, dist, median), _ = jax.lax.scan(step, init, order)
-    color = color + trans[:, None] * background
+    color = color + trans[:, None] * background.astype(dtype)
     hw = (height, width)
     return CompositeOutput(
         color=color.reshape(*hw, channels),

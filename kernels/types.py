@@ -14,13 +14,13 @@ class Splats(NamedTuple):
     (x, y) = (j + 0.5, i + 0.5).
     """
 
-    means2d: jax.Array  # [N, 2] centre of the projected ellipse's bounding box, pixels (x, y)
+    means2d: jax.Array  # [N, 2] low-pass filter centre: the 3-sigma ellipse's box centre, px
     transforms: jax.Array  # [N, 3, 3] rows T_u, T_v, T_w: splat (u, v, 1) -> homogeneous pixel
     depths: jax.Array  # [N] camera z of the surfel centre (the sort key)
     normals: jax.Array  # [N, 3] unit normal in camera space, flipped to face the camera
     opacities: jax.Array  # [N] in [0, 1]
     colors: jax.Array  # [N, D] any number of channels
-    extents: jax.Array  # [N, 2] half size (x, y) of the screen bounding box, pixels
+    extents: jax.Array  # [N, 2] half size (x, y) of a box about means2d holding alpha >= 1/255
     valid: jax.Array  # [N] bool: False for culled surfels (behind near plane, degenerate)
 
 

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels.config import TileConfig
-from kernels.numerics import ray_splat_uv
+from kernels.numerics import hit_depth, ray_splat_uv
 from kernels.types import CompositeOutput, Splats, TileIntersections
 
 # Packed per-pair geometry: means2d (2), transform rows (9), opacity (1).
@@ -59,13 +59,12 @@ def _pair_alpha_depth(geom: jax.Array, px: jax.Array, py: jax.Array, cfg: TileCo
     q0 = k1 * l2 - k2 * l1
     q1 = k2 * l0 - k0 * l2
     q2 = k0 * l1 - k1 * l0
-    hit, u, v, _ = ray_splat_uv(q0, q1, q2)
+    hit, u, v, _, far = ray_splat_uv(q0, q1, q2)
     rho3d = u * u + v * v
     dx, dy = mx - px, my - py
     rho2d = cfg.filter_inv_square * (dx * dx + dy * dy)
-    use_3d = rho3d <= rho2d
-    rho = jnp.where(use_3d, rho3d, rho2d)
-    z = jnp.where(use_3d, u * tw0 + v * tw1 + tw2, tw2)
+    rho = jnp.where(rho3d <= rho2d, rho3d, rho2d)
+    z = hit_depth(q0, q1, q2, u, v, far, (tw0, tw1, tw2))
     alpha = jnp.minimum(cfg.alpha_max, opacity * jnp.exp(-0.5 * rho))
     keep = hit & (z >= cfg.near) & (alpha >= cfg.alpha_min)
     return jnp.where(keep, alpha, 0.0), jnp.where(keep, z, 1.0)
@@ -133,7 +132,7 @@ def composite_xla(
     tile = jnp.minimum(chunk_tile, num_tiles - 1)
     px = ((tile % cols) * ts)[:, None] + local % ts + 0.5
     py = ((tile // cols) * ts)[:, None] + local // ts + 0.5
-    px, py = px.astype(jnp.float32), py.astype(jnp.float32)
+    px, py = px.astype(geom.dtype), py.astype(geom.dtype)
 
     acc_t, dist_t, med_t = _composite_chunks(cfg, num_tiles, geom, feats, px, py, first, chunk_tile)
 
@@ -230,7 +229,7 @@ def _chunks_forward(cfg: TileConfig, num_tiles, geom, feats, px, py, first, chun
             trans < cfg.transmittance_min,
             zeros,
             zeros,
-            jnp.zeros(trans.shape + f_all.shape[-1:], jnp.float32),
+            jnp.zeros(trans.shape + f_all.shape[-1:], trans.dtype),
             zeros,
             zeros,
             zeros,

@@ -19,6 +19,21 @@ def _dot3(a: jax.Array, b: jax.Array) -> jax.Array:
     return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
 
 
+def _ellipse_box(t_u, t_v, t_w, radius_sq):
+    """Screen bounding box of the projected disk u^2 + v^2 <= radius_sq [N]: centre [N, 2],
+    half size [N, 2] (at least 0.01 px, as the reference) and whether the projection is an
+    ellipse (the disk stays in front of the camera plane). The 2DGS reference's compute_aabb
+    with cutoff^2 = radius_sq: the conic's centre and extent from the transform rows."""
+    weights = jnp.stack([radius_sq, radius_sq, -jnp.ones_like(radius_sq)], axis=-1)
+    conic_d = _dot3(weights, t_w * t_w)
+    is_ellipse = conic_d < 0
+    f = weights / jnp.where(is_ellipse, conic_d, -1.0)[:, None]
+    centre = jnp.stack([_dot3(f, t_u * t_w), _dot3(f, t_v * t_w)], axis=-1)
+    half_sq = centre * centre - jnp.stack([_dot3(f, t_u * t_u), _dot3(f, t_v * t_v)], axis=-1)
+    half = jnp.sqrt(jnp.maximum(half_sq, 1e-4))
+    return centre, half, is_ellipse
+
+
 def _project_one_view(
     means, quaternions, scales, opacities, colors, world2cam, intrinsics, config: TileConfig
 ) -> Splats:
@@ -43,25 +58,24 @@ def _project_one_view(
     cos = -_dot3(center, normal)
     normal = jnp.where((cos < 0)[:, None], -normal, normal)
 
-    # Screen bounding box of the disk out to the radius where alpha reaches 1/255: beyond it
-    # every pixel is skipped, so tiles outside it lose nothing (exact w.r.t. the dense oracle).
-    log_arg = jnp.maximum(opacities / config.alpha_min, 1.0)
-    cutoff_sq = 2.0 * jnp.log(log_arg)
+    # The low-pass filter is centred on the screen bounding box of the 3-sigma ellipse
+    # u^2 + v^2 = 9, whatever the opacity (the 2DGS reference's compute_aabb, cutoff 3).
     t_u, t_v, t_w = transforms[:, 0], transforms[:, 1], transforms[:, 2]
-    weights = jnp.stack([cutoff_sq, cutoff_sq, -jnp.ones_like(cutoff_sq)], axis=-1)
-    conic_d = _dot3(weights, t_w * t_w)
-    # The projected disk is an ellipse only for conic_d < 0; else the disk reaches the camera
-    # plane (never happens for visible surfels at our sizes) and the surfel is culled.
-    is_ellipse = conic_d < 0
-    f = weights / jnp.where(is_ellipse, conic_d, -1.0)[:, None]
-    mean_x = _dot3(f, t_u * t_w)
-    mean_y = _dot3(f, t_v * t_w)
-    half_sq_x = mean_x * mean_x - _dot3(f, t_u * t_u)
-    half_sq_y = mean_y * mean_y - _dot3(f, t_v * t_v)
-    half = jnp.sqrt(jnp.maximum(jnp.stack([half_sq_x, half_sq_y], -1), 1e-4))
-    # The low-pass filter keeps alpha >= 1/255 out to cutoff / sqrt(filter_inv_square) px.
+    sigma3 = jnp.full_like(opacities, 9.0)
+    centre, _, is_ellipse_3 = _ellipse_box(t_u, t_v, t_w, sigma3)
+    # Which pixels a surfel is evaluated on: every pixel where alpha can reach 1/255, i.e.
+    # the disk out to the radius where o exp(-r^2 / 2) = 1/255 (exact w.r.t. the dense
+    # oracle; the reference instead evaluates the tiles of the 3-sigma box, dropping pixels
+    # beyond it where alpha <= 0.011 o). Its box has another centre (perspective), so the
+    # half size about `centre` covers both, and the filter's disk around `centre`.
+    cutoff_sq = 2.0 * jnp.log(jnp.maximum(opacities / config.alpha_min, 1.0))
+    centre_cut, half_cut, is_ellipse_cut = _ellipse_box(t_u, t_v, t_w, cutoff_sq)
     filter_radius = jnp.sqrt(cutoff_sq / config.filter_inv_square)
-    extents = jax.lax.stop_gradient(jnp.maximum(half, filter_radius[:, None]))
+    extents = jnp.maximum(jnp.abs(centre_cut - centre) + half_cut, filter_radius[:, None])
+    extents = jax.lax.stop_gradient(extents)
+    # A disk that reaches the camera plane projects to an unbounded conic: culled (the
+    # reference keeps it only where its box formula happens to land).
+    is_ellipse = is_ellipse_3 & is_ellipse_cut
 
     valid = (
         (depth > config.near)
@@ -72,7 +86,7 @@ def _project_one_view(
         & (scales[:, 1] >= 0)
     )
     return Splats(
-        means2d=jnp.stack([mean_x, mean_y], axis=-1),
+        means2d=centre,
         transforms=transforms,
         depths=depth,
         normals=normal,

@@ -86,9 +86,12 @@ def render_surfels(
     num_views = cameras.cam2world.shape[-3]
     channels = surfels.colors.shape[-1]
     height, width = cameras.height, cameras.width
+    # Outputs follow the surfels' dtype: float64 under jax_enable_x64 ('xla', 'dense'), for
+    # gradient checks in double precision; float32 otherwise.
+    dtype = surfels.means.dtype
     if background is None:
-        background = jnp.zeros((channels,), jnp.float32)
-    background = jnp.asarray(background, jnp.float32)
+        background = jnp.zeros((channels,), dtype)
+    background = jnp.asarray(background, dtype)
     if background.shape[-1] != channels:
         raise ValueError(
             f"background: expected last dim {channels} (colour channels), got {background.shape}"

@@ -35,6 +35,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr float kFar = 1e6f;  // kernels/numerics.py: (u, v) for rays nearly parallel to a splat
+constexpr float kFarDepth = 1e12f;  // kernels/numerics.py: bound on such rays' depth term
 constexpr int kGeom = 12;     // means2d (2), transform rows (9), opacity (1)
 constexpr int kMaxTile = 64;  // tile edge limit: a tile's state should stay in the L1/L2 cache
 constexpr int kLanes = 16;    // pixels evaluated together (one AVX-512 or two AVX2 vectors)
@@ -203,6 +204,7 @@ inline F Splat(float x) { return F{} + x; }
 inline F Zero() { return F{}; }
 inline F Abs(F x) { return x < 0.0f ? -x : x; }
 inline F Max(F a, F b) { return a > b ? a : b; }
+inline F Min(F a, F b) { return a < b ? a : b; }
 inline bool Any(I mask) {
   uint64_t words[sizeof(I) / 8];
   std::memcpy(words, &mask, sizeof(I));
@@ -282,7 +284,15 @@ inline Lanes EvalLanes(const float* g, const RowConst& row, F px, const Params& 
   const F rho2d = p.filter_inv_square * (e.dx * e.dx + row.dy * row.dy);
   e.use_3d = rho3d <= rho2d;
   const F rho = e.use_3d ? rho3d : rho2d;
-  const F hit_z = e.use_3d ? e.u * tw0 + e.v * tw1 + tw2 : Splat(tw2);
+  // The hit depth for every pair (the reference at e0ed020), near test below; far pairs take
+  // it from q (kernels/numerics.py hit_depth). They are rare: skip the division otherwise.
+  F depth_uv = e.u * tw0 + e.v * tw1;
+  if (Any(e.far)) {
+    const F q2 = e.q2 == 0.0f ? Splat(1.0f) : e.q2;
+    const F far_term = (e.q0 * tw0 + e.q1 * tw1) / q2;
+    depth_uv = e.far ? Min(Max(far_term, Splat(-kFarDepth)), Splat(kFarDepth)) : depth_uv;
+  }
+  const F hit_z = depth_uv + tw2;
   e.gauss = Exp(-0.5f * rho);
   const F raw = g[11] * e.gauss;
   e.clamped = raw > p.alpha_max;
@@ -537,11 +547,12 @@ void BackwardTile(const Bins& bins, const Params& p, int tile,
         const F s2 = e.use_3d ? Zero() : 2.0f * p.filter_inv_square * g_rho;
         acc[0] += s2 * e.dx;
         acc[1] += s2 * row.dy;
-        // z = u tw0 + v tw1 + tw2 (3D hit) or tw2.
-        const F g_z3 = e.use_3d ? g_z : Zero();
-        const I through_q = e.use_3d & ~e.far;
-        const F g_u = through_q ? 2.0f * e.u * g_rho + g_z3 * tw0 : Zero();
-        const F g_v = through_q ? 2.0f * e.v * g_rho + g_z3 * tw1 : Zero();
+        // z = u tw0 + v tw1 + tw2 for every pair; for far pairs u, v and the first two terms
+        // are constants (kernels/numerics.py).
+        const I near_ray = ~e.far;
+        const F g_zq = near_ray ? g_z : Zero();
+        const F g_u = near_ray ? (e.use_3d ? 2.0f * e.u * g_rho : Zero()) + g_z * tw0 : Zero();
+        const F g_v = near_ray ? (e.use_3d ? 2.0f * e.v * g_rho : Zero()) + g_z * tw1 : Zero();
         const F gq0 = g_u * e.inv, gq1 = g_v * e.inv;
         const F gq2 = -(g_u * e.u + g_v * e.v) * e.inv;
         // q = k x l: dL/dk = l x gq, dL/dl = gq x k; k = px tw - tu, l = py tw - tv.
@@ -557,8 +568,8 @@ void BackwardTile(const Bins& bins, const Params& p, int tile,
         acc[5] -= gl0;
         acc[6] -= gl1;
         acc[7] -= gl2;
-        acc[8] += px * gk0 + py * gl0 + g_z3 * e.u;
-        acc[9] += px * gk1 + py * gl1 + g_z3 * e.v;
+        acc[8] += px * gk0 + py * gl0 + g_zq * e.u;
+        acc[9] += px * gk1 + py * gl1 + g_zq * e.v;
         acc[10] += px * gk2 + py * gl2 + g_z;
       }
     }

@@ -17,7 +17,7 @@ from kernels import native_composite
 from kernels.api import composite
 from kernels.config import TileConfig
 from kernels.reference import composite_dense
-from tests.kernels.scenes import opaque_view, random_view
+from tests.kernels.scenes import convention_view, opaque_view, random_view
 
 IMPLEMENTATIONS = ["xla"]
 if importlib.util.find_spec("kernels.pallas_composite") is not None:
@@ -82,6 +82,18 @@ def test_forward_matches_dense(impl, seed, size, channels, tile, chunk, num):
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("seed,channels,tile", [(0, 3, 16), (1, 5, 8)])
+def test_forward_matches_dense_on_edge_on_and_near_plane_surfels(impl, seed, channels, tile):
+    """Edge-on, near-plane-straddling and large thin tilted surfels beside small ones
+    (tests/kernels/scenes.py convention_scene), 37 x 45 px."""
+    cfg = TileConfig(tile_size=tile, chunk_size=16)
+    splats = convention_view(seed, 37, 45, channels, cfg)
+    bg = jnp.linspace(0.1, 0.9, channels)
+    ref = composite_dense(splats, 37, 45, bg, cfg)
+    assert_close(run(impl, splats, 37, 45, bg, cfg), ref)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_early_stop_and_empty_tiles(impl):
     cfg = TileConfig(tile_size=8, chunk_size=4)
     h, w = 40, 40
@@ -110,13 +122,16 @@ def _relative_error(a, b):
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize(
-    "seed,size,channels,opaque", [(5, (24, 40), 3, False), (6, (32, 32), 3, True)]
+    "seed,size,channels,scene",
+    [(5, (24, 40), 3, "random"), (6, (32, 32), 3, "opaque"), (2, (37, 45), 3, "convention")],
 )
-def test_vjp_matches_dense(impl, seed, size, channels, opaque):
+def test_vjp_matches_dense(impl, seed, size, channels, scene):
     cfg = TileConfig(tile_size=8, chunk_size=8)
-    splats = (
-        opaque_view(seed, *size, cfg) if opaque else random_view(seed, 200, *size, channels, cfg)
-    )
+    splats = {
+        "random": lambda: random_view(seed, 200, *size, channels, cfg),
+        "opaque": lambda: opaque_view(seed, *size, cfg),
+        "convention": lambda: convention_view(seed, *size, channels, cfg),
+    }[scene]()
     bg = jnp.full((channels,), 0.3)
     isect = intersect_tiles(splats, *size, cfg)
     diff = {f: getattr(splats, f) for f in DIFF_FIELDS}
@@ -230,5 +245,29 @@ def test_grazing_ray_gradient_is_finite():
     grad = jax.grad(lambda g: _pair_alpha_depth(g, px, py, cfg)[0])(geom)
     assert np.all(np.isfinite(grad))
     # Ordinary rays are untouched: (u, v) = (q_x, q_y) / q_z exactly.
-    hit, u, v, _ = ray_splat_uv(jnp.float32(3.0), jnp.float32(-1.0), jnp.float32(2.0))
-    assert bool(hit) and float(u) == 1.5 and float(v) == -0.5
+    hit, u, v, _, far = ray_splat_uv(jnp.float32(3.0), jnp.float32(-1.0), jnp.float32(2.0))
+    assert bool(hit) and not bool(far) and float(u) == 1.5 and float(v) == -0.5
+
+
+def test_grazing_ray_hit_depth_keeps_its_sign():
+    """A far pair (|u| > 1e6) takes its hit depth from q: (q_x T_w.x + q_y T_w.y) / q_z + T_w.z,
+    whose sign decides the near test (in front: drawn by the filter; behind: skipped), with
+    finite gradients (only T_w.z's, 1, gets through)."""
+    from kernels.numerics import hit_depth, ray_splat_uv
+
+    t_w = (jnp.float32(0.5), jnp.float32(0.0), jnp.float32(1.0))
+
+    def depth(q_x, t_w2):
+        q = (q_x, jnp.float32(0.0), jnp.float32(1.0))
+        _, u, v, _, far = ray_splat_uv(*q)
+        assert bool(far)
+        return hit_depth(*q, u, v, far, (t_w[0], t_w[1], t_w2))
+
+    assert float(depth(jnp.float32(3e7), t_w[2])) == 1.5e7 + 1
+    assert float(depth(jnp.float32(-3e7), t_w[2])) == -1.5e7 + 1  # behind the camera
+    grads = jax.grad(depth, argnums=(0, 1))(jnp.float32(3e7), t_w[2])
+    assert float(grads[0]) == 0.0 and float(grads[1]) == 1.0
+    # A tiny q_z: the depth term is clipped to 1e12 (1e30 would overflow in products).
+    q = (jnp.float32(1.0), jnp.float32(0.0), jnp.float32(1e-30))
+    _, u, v, _, far = ray_splat_uv(*q)
+    assert float(hit_depth(*q, u, v, far, t_w)) == np.float32(1e12)

@@ -91,7 +91,7 @@ def pair_stats(splats, height, width, config):
     d = splats.means2d[:, None, :] - jnp.stack([px, py], -1)[None]
     rho2d = config.filter_inv_square * jnp.sum(d * d, -1)
     use3d = rho3d <= rho2d
-    z = jnp.where(use3d, u * t_w[..., 0] + v * t_w[..., 1] + t_w[..., 2], t_w[..., 2])
+    z = u * t_w[..., 0] + v * t_w[..., 1] + t_w[..., 2]  # the hit depth, for every pair
     alpha_raw = splats.opacities[:, None] * jnp.exp(-0.5 * jnp.minimum(rho3d, rho2d))
     seen = splats.valid[:, None] & (alpha_raw >= config.alpha_min)
     used = seen & (z >= config.near)

@@ -87,11 +87,62 @@ def test_centres_depths_normals_and_bounds():
     assert bool(jnp.all(jnp.sum(splats.normals * -centre_cam, -1) > 0))
 
 
-def test_bounding_box_contains_every_visible_pixel():
-    """Outside means2d +- extents every pixel's alpha is below 1/255 (so tiling is exact)."""
-    surfels = random_surfels(jax.random.key(3), 40, scale_pre_std=1.0)
-    surfels = surfels.replace(scales=surfels.scales * 3, opacities=jnp.full((40,), 0.99))
+def _near_tilted_surfels(key, num, opacities):
+    """Large surfels 0.5-0.9 m in front of orbit_cameras(1, ...)'s camera, tilted at random:
+    strong perspective, so boxes of the projected ellipse for different cutoffs have
+    visibly different centres."""
     cams = orbit_cameras(1, 64, 64)
+    k_pos, k_rot, k_scale = jax.random.split(key, 3)
+    c2w = cams.cam2world[0]
+    z = jax.random.uniform(k_pos, (num, 1), minval=0.5, maxval=0.9)
+    lateral = jax.random.uniform(jax.random.fold_in(k_pos, 1), (num, 2), minval=-0.2, maxval=0.2)
+    cam_points = jnp.concatenate([lateral * z, z], axis=-1)
+    means = cam_points @ c2w[:3, :3].T + c2w[:3, 3]
+    scales = jax.random.uniform(k_scale, (num, 2), minval=0.01, maxval=0.06)
+    surfels = Surfels(means, jax.random.normal(k_rot, (num, 4)), scales, opacities,
+                      jnp.ones((num, 3)))
+    return surfels, cams
+
+
+def test_filter_centre_is_the_box_centre_of_the_3_sigma_ellipse():
+    """means2d (the low-pass filter's centre) is the centre of the screen bounding box of
+    the projected circle u^2 + v^2 = 9, found here by projecting 20,000 points of that
+    circle, whatever the opacity (the 2DGS reference's compute_aabb with cutoff 3)."""
+    num = 16
+    opacities = jnp.linspace(0.05, 1.0, num)
+    surfels, cams = _near_tilted_surfels(jax.random.key(7), num, opacities)
+    splats = jax.tree.map(lambda x: x[0], project_surfels(surfels, cams))
+    assert bool(jnp.all(splats.valid))
+    theta = np.linspace(0, 2 * np.pi, 20_000, endpoint=False)
+    rot = np.asarray(quaternion_to_rotation(surfels.quaternions), np.float64)
+    w2c = np.asarray(cams.world2cam[0], np.float64)
+    k = np.asarray(cams.intrinsics[0], np.float64)
+    for i in range(num):
+        s_u, s_v = np.asarray(surfels.scales[i], np.float64)
+        circle = (np.asarray(surfels.means[i], np.float64)
+                  + 3 * s_u * np.cos(theta)[:, None] * rot[i, :, 0]
+                  + 3 * s_v * np.sin(theta)[:, None] * rot[i, :, 1])
+        cam = circle @ w2c[:3, :3].T + w2c[:3, 3]
+        pix = (cam @ k.T)[:, :2] / cam[:, 2:3]
+        box_centre = (pix.min(0) + pix.max(0)) / 2
+        np.testing.assert_allclose(splats.means2d[i], box_centre, atol=2e-3, err_msg=str(i))
+    # Another opacity moves nothing.
+    other = project_surfels(surfels.replace(opacities=opacities[::-1]), cams)
+    np.testing.assert_array_equal(other.means2d[0], splats.means2d)
+
+
+@pytest.mark.parametrize("near_camera", [False, True])
+def test_bounding_box_contains_every_visible_pixel(near_camera):
+    """Outside means2d +- extents every pixel's alpha is below 1/255 (so tiling is exact),
+    also for large tilted surfels near the camera, whose 1/255 box has another centre than
+    the 3-sigma box that means2d is the centre of."""
+    if near_camera:
+        opacities = jax.random.uniform(jax.random.key(4), (40,), minval=0.05, maxval=1.0)
+        surfels, cams = _near_tilted_surfels(jax.random.key(3), 40, opacities)
+    else:
+        surfels = random_surfels(jax.random.key(3), 40, scale_pre_std=1.0)
+        surfels = surfels.replace(scales=surfels.scales * 3, opacities=jnp.full((40,), 0.99))
+        cams = orbit_cameras(1, 64, 64)
     s = jax.tree.map(lambda x: x[0], project_surfels(surfels, cams))
     ys, xs = np.mgrid[0:64, 0:64] + 0.5
     for i in range(40):
@@ -101,7 +152,7 @@ def test_bounding_box_contains_every_visible_pixel():
         q = np.cross(k, l)
         rho3d = (q[..., 0] / q[..., 2]) ** 2 + (q[..., 1] / q[..., 2]) ** 2
         rho2d = 2 * ((xs - s.means2d[i, 0]) ** 2 + (ys - s.means2d[i, 1]) ** 2)
-        alpha = 0.99 * np.exp(-0.5 * np.minimum(rho3d, rho2d))
+        alpha = float(s.opacities[i]) * np.exp(-0.5 * np.minimum(rho3d, rho2d))
         outside = (np.abs(xs - s.means2d[i, 0]) > s.extents[i, 0]) | (
             np.abs(ys - s.means2d[i, 1]) > s.extents[i, 1]
         )
