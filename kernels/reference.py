@@ -32,6 +32,20 @@ The lines of forward.cu at e0ed020 behind the depth rule:
 centre is the surfel's `means2d`: the centre of the screen bounding box of the 3-sigma
 ellipse u^2 + v^2 = 9, `compute_aabb(T, cutoff = 3.0f, ...)` in preprocessCUDA (TIGHTBBOX 0),
 computed in ga_jax.rendering.project. Rays nearly parallel to the splat: kernels/numerics.py.
+
+Where every ga_jax backend deliberately differs from that rasterizer (tests: the per-pixel loop
+transcribed from it in tests/kernels/surfel_loop_e0ed020.py agrees with every backend within
+1e-4, tests/kernels/test_reference_commit.py):
+- Which pixels a surfel is evaluated on: every pixel where its alpha can reach 1/255. The
+  reference evaluates it only on the 16 x 16 tiles its 3-sigma box (radius >= 3 px)
+  touches, and drops the pixels beyond, where alpha is at most o exp(-9/2) = 0.011 o.
+- A surfel whose 3-sigma disk (or its alpha >= 1/255 disk) reaches the camera plane z = 0
+  projects to an unbounded conic and is culled; the reference culls it only when the conic
+  is degenerate, and evaluates it on the tiles of the box its formula gives for a hyperbola.
+- Gradients are the exact derivatives of these outputs. The reference's backward, where the
+  filter wins, passes the depth's gradient to T_w as (u, v, 1) without its path through u, v.
+- Rays nearly parallel to the splat (|u| or |v| > 1e6) take constant u, v and their hit
+  depth from q without gradient (kernels/numerics.py); the reference divides as it comes.
 """
 
 from __future__ import annotations
