@@ -37,6 +37,7 @@ setup(
     extras_require={
         # On GPU machines jax usually comes preinstalled; this extra is for fresh CUDA 12 hosts.
         "cuda": ["jax[cuda12]==0.10.2"],
-        "test": ["pytest==9.2.0", "ruff>=0.6"],
+        # import-linter checks the package layers (pyproject.toml, tests/test_layers.py).
+        "test": ["pytest==9.2.0", "ruff>=0.6", "import-linter==2.17"],
     },
 )

@@ -35,11 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ga_jax.models.vae.vae import build_vae
-from ga_jax.parallel.mesh import make_mesh
+from ga_jax.data.transforms import VaeBatch
+from ga_jax.parallel.mesh import make_mesh, rules_context
 from ga_jax.rendering.cameras import orbit_cameras
+from ga_jax.train.loop import make_train_step
 from ga_jax.train.optimizers import make_optimizer
-from ga_jax.train.vae_trainer import _rules_context, create_train_state, make_train_step
+from ga_jax.train.state import create_train_state
+from ga_jax.train.tasks.vae import VaeTask
 
 GPU_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
 
@@ -61,7 +63,7 @@ def camera_rows(views: int) -> np.ndarray:
     ).astype(np.float32)
 
 
-def random_batch(config, batch: int) -> dict:
+def random_batch(config, batch: int) -> VaeBatch:
     d = config.data
     rng = np.random.default_rng(0)
     sup = 2 * d.num_supervise_per_half
@@ -69,15 +71,15 @@ def random_batch(config, batch: int) -> dict:
     s, r = d.encoder_size, d.render_size
     points = rng.normal(size=(batch, d.fps_points, 3))
     points = 0.3 * points / np.linalg.norm(points, axis=-1, keepdims=True)
-    return {
-        "encoder_input": rng.normal(size=(batch, d.views_per_half, s, s, 15)).astype(np.float32),
-        "fps_xyz": points.astype(np.float32),
-        "target_rgb": rng.uniform(size=(batch, sup, r, r, 3)).astype(np.float32),
-        "target_alpha": rng.uniform(size=(batch, sup, r, r)).astype(np.float32),
-        "target_normal": rng.normal(size=(batch, sup, r, r, 3)).astype(np.float32),
-        "target_cameras": np.broadcast_to(rows, (batch, sup, 25)).copy(),
-        "background": np.ones((batch, 3), np.float32),
-    }
+    return VaeBatch(
+        encoder_input=rng.normal(size=(batch, d.views_per_half, s, s, 15)).astype(np.float32),
+        fps_xyz=points.astype(np.float32),
+        target_rgb=rng.uniform(size=(batch, sup, r, r, 3)).astype(np.float32),
+        target_alpha=rng.uniform(size=(batch, sup, r, r)).astype(np.float32),
+        target_normal=rng.normal(size=(batch, sup, r, r, 3)).astype(np.float32),
+        target_cameras=np.broadcast_to(rows, (batch, sup, 25)).copy(),
+        background=np.ones((batch, 3), np.float32),
+    )
 
 
 def matmul_tflops(size: int = 2048) -> float:
@@ -108,16 +110,15 @@ def _op_names(hlo_text: str) -> dict[str, str]:
         called = re.search(r"calls=%?([\w.\-]+)", line)
         if called:
             calls[match.group(1)] = called.group(1)
-    return {
-        name: op or by_computation.get(calls.get(name, ""), "") for name, op in own.items()
-    }
+    return {name: op or by_computation.get(calls.get(name, ""), "") for name, op in own.items()}
 
 
 def _component(op_name: str) -> tuple[str, str]:
     """('forward' | 'backward' | 'other', model component) of an HLO op_name: the module path
     under VAE.encode / VAE.decode, two levels deep (the last path segment is the primitive)."""
-    direction = "backward" if "transpose(jvp" in op_name else (
-        "forward" if "jvp(" in op_name else "other")
+    direction = (
+        "backward" if "transpose(jvp" in op_name else ("forward" if "jvp(" in op_name else "other")
+    )
     found = re.search(r"VAE\.(?:encode|decode)/(.*)", op_name)
     if found:
         modules = found.group(1).split("/")[:-1]
@@ -127,13 +128,13 @@ def _component(op_name: str) -> tuple[str, str]:
     return direction, "rest: loss, rendering glue, optimiser"
 
 
-def profile_step(compiled, state, batch, steps: int = 2):
+def profile_step(compiled, state, batch, frozen, steps: int = 2):
     """Per component (forward ms, backward ms, other ms) per step, summed over threads."""
     names = _op_names(compiled.as_text())
     with tempfile.TemporaryDirectory() as trace_dir:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
         for _ in range(steps):
-            state, metrics = compiled(state, batch, jax.random.key(1))
+            state, metrics = compiled(state, batch, jax.random.key(1), frozen)
             jax.block_until_ready(metrics["total"])
         jax.profiler.stop_trace()
         trace_file = max(Path(trace_dir).rglob("*.trace.json.gz"), key=os.path.getmtime)
@@ -163,13 +164,14 @@ def main() -> None:
     batch_size = args.batch or config.data.batch_size
     device = jax.devices()[0]
     mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, num_devices=1)
-    model, optimizer = build_vae(config.model), make_optimizer(config.optimizer)
-    with _rules_context(mesh, None):
-        state, _ = create_train_state(model, optimizer, config, mesh, jax.random.key(0))
+    task, optimizer = VaeTask(config), make_optimizer(config.optimizer)
+    with rules_context(mesh, None):
+        state, _ = create_train_state(task, optimizer, mesh, None, jax.random.key(0))
         batch = jax.device_put(random_batch(config, batch_size))
-        step = jax.jit(make_train_step(model, optimizer, config), donate_argnums=(0,))
+        frozen = jax.device_put(task.frozen())
+        step = jax.jit(make_train_step(task, optimizer), donate_argnums=(0,))
         start = time.perf_counter()
-        compiled = step.lower(state, batch, jax.random.key(1)).compile()
+        compiled = step.lower(state, batch, jax.random.key(1), frozen).compile()
         compile_s = time.perf_counter() - start
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
@@ -178,11 +180,11 @@ def main() -> None:
         times = []
         for _ in range(args.steps + 1):
             start = time.perf_counter()
-            state, metrics = compiled(state, batch, jax.random.key(1))
+            state, metrics = compiled(state, batch, jax.random.key(1), frozen)
             jax.block_until_ready(metrics["total"])
             times.append(time.perf_counter() - start)
         if args.profile:
-            state, table = profile_step(compiled, state, batch)
+            state, table = profile_step(compiled, state, batch, frozen)
     times = times[1:]  # the first run also pays one-time allocation
     best, median = min(times), float(np.median(times))
     kind = device.device_kind
@@ -193,21 +195,29 @@ def main() -> None:
         peak_from = f"{kind} dense bf16 peak"
     if peak is None:
         peak, peak_from = matmul_tflops(), "f32 matmul measured now"
-    print(f"# device: {kind} ({jax.default_backend()}), {platform.machine()}, "
-          f"{os.cpu_count()} cores, jax {jax.__version__}, {time.strftime('%Y-%m-%d')}")
-    print(f"# config: {args.config}, batch {batch_size}, render backend "
-          f"{config.train.render_backend}, model dtype {config.model.dtype}, "
-          f"compile {compile_s:.0f} s")
+    print(
+        f"# device: {kind} ({jax.default_backend()}), {platform.machine()}, "
+        f"{os.cpu_count()} cores, jax {jax.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        f"# config: {args.config}, batch {batch_size}, render backend "
+        f"{config.train.render_backend}, model dtype {config.model.dtype}, "
+        f"compile {compile_s:.0f} s"
+    )
     if memory is not None:
         total = memory.argument_size_in_bytes + memory.temp_size_in_bytes
         print(f"# compiled memory: arguments + temporaries {total / 2**30:.2f} GiB")
-    print("| config | batch | step ms (best) | step ms (median) | samples/s | TFLOP/step | "
-          "TFLOP/s | MFU | peak used |")
+    print(
+        "| config | batch | step ms (best) | step ms (median) | samples/s | TFLOP/step | "
+        "TFLOP/s | MFU | peak used |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     achieved = flops / best / 1e12
-    print(f"| {args.config} | {batch_size} | {best * 1e3:.1f} | {median * 1e3:.1f} | "
-          f"{batch_size / best:.2f} | {flops / 1e12:.3f} | {achieved:.2f} | "
-          f"{100 * achieved / peak:.1f}% | {peak:.1f} TFLOP/s ({peak_from}) |")
+    print(
+        f"| {args.config} | {batch_size} | {best * 1e3:.1f} | {median * 1e3:.1f} | "
+        f"{batch_size / best:.2f} | {flops / 1e12:.3f} | {achieved:.2f} | "
+        f"{100 * achieved / peak:.1f}% | {peak:.1f} TFLOP/s ({peak_from}) |"
+    )
     if args.profile:
         total = sum(sum(row.values()) for row in table.values())
         print(f"\n# where the step goes (op time summed over threads: {total:.0f} ms per step)")
@@ -218,10 +228,14 @@ def main() -> None:
             if sum(row.values()) < 0.005 * total:
                 small.update(row)
                 continue
-            print(f"| {part} | {row['forward']:.0f} | {row['backward']:.0f} | "
-                  f"{row['other']:.0f} | {100 * sum(row.values()) / total:.1f}% |")
-        print(f"| (parts under 0.5% each) | {small['forward']:.0f} | {small['backward']:.0f} | "
-              f"{small['other']:.0f} | {100 * sum(small.values()) / total:.1f}% |")
+            print(
+                f"| {part} | {row['forward']:.0f} | {row['backward']:.0f} | "
+                f"{row['other']:.0f} | {100 * sum(row.values()) / total:.1f}% |"
+            )
+        print(
+            f"| (parts under 0.5% each) | {small['forward']:.0f} | {small['backward']:.0f} | "
+            f"{small['other']:.0f} | {100 * sum(small.values()) / total:.1f}% |"
+        )
 
 
 if __name__ == "__main__":

@@ -17,13 +17,19 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from configs.paths import data_root
 
-def data_config() -> ml_collections.ConfigDict:
-    """The VAE data fields, documented inline; locked (fields can change, not be added)."""
+
+def data_config(gbuffer: str = "objaverse_gbuffer") -> ml_collections.ConfigDict:
+    """The VAE data fields, documented inline; locked (fields can change, not be added).
+    gbuffer: the dataset's folder under the data root; its clouds are in `<gbuffer>_fps`
+    (the real objects: objaverse_gbuffer / objaverse_fps)."""
     c = ml_collections.ConfigDict()
-    # --- where the data is
-    c.gbuffer_root = "../shared/data/objaverse_gbuffer"  # holds dataset.json + chunk dirs
-    c.fps_root = "../shared/data/objaverse_fps"  # <fps_root>/<ins.txt>/<fps_file>
+    # --- where the data is (configs/paths.py: one root, $GA_JAX_DATA_ROOT)
+    c.data_root = data_root()
+    c.gbuffer_root = c.get_ref("data_root") + f"/{gbuffer}"  # dataset.json + chunk dirs
+    fps = "objaverse_fps" if gbuffer == "objaverse_gbuffer" else f"{gbuffer}_fps"
+    c.fps_root = c.get_ref("data_root") + f"/{fps}"  # <fps_root>/<ins.txt>/<fps_file>
     c.fps_file = "fps-4096.ply"
     c.dataset_json = "dataset.json"  # class -> chunk paths; relative to gbuffer_root
     c.classes = ()  # tuple of class names to use; () = all classes in dataset.json

@@ -46,8 +46,8 @@ def default_config(implementation: str) -> TileConfig:
     """The tile settings each implementation runs best with.
 
     The XLA backend evaluates every (pair, tile pixel) of a chunk, so smaller tiles waste fewer
-    evaluations on pixels a small surfel does not reach (measured 2.5x faster forward and 2.8x
-    forward+backward at 73,728 surfels, 512 px: docs/benchmarks.md). The Pallas kernel runs one
+    evaluations on pixels a small surfel does not reach (faster forward and backward at 8 than
+    at 16: docs/benchmarks.md). The Pallas kernel runs one
     program per 16 x 16 tile, as on the reference CUDA rasterizer.
     """
     if implementation == "xla":

@@ -1,6 +1,6 @@
 """Check that depth, normals, cameras and FPS clouds of a G-buffer dataset agree.
 
-    python -m launch.check_data                                   # ../shared/data
+    python -m launch.check_data                                   # the real objects
     python -m launch.check_data --gbuffer_root=D --fps_root=D_fps  # e.g. a synthetic set
 
 Prints one markdown row per object (see ga_jax/data/checks.py for what each column means)
@@ -13,12 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from configs.paths import data_root
 from ga_jax.data.checks import THRESHOLDS, check_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    shared = Path("../shared/data")
+    shared = Path(data_root())  # configs/paths.py
     parser.add_argument("--gbuffer_root", type=Path, default=shared / "objaverse_gbuffer")
     parser.add_argument("--fps_root", type=Path, default=shared / "objaverse_fps")
     parser.add_argument("--max_objects", type=int, default=None)

@@ -1,4 +1,4 @@
-"""Write a synthetic G-buffer dataset of procedural primitives (ga_jax/data/synthetic.py).
+"""Write a synthetic G-buffer dataset of procedural primitives (ga_jax/data/synthetic/).
 
     python -m launch.make_synthetic --out=/tmp/synthetic --num_objects=1000 --resolution=128 \
         --seed=0 --workers=2
@@ -6,9 +6,8 @@
 writes /tmp/synthetic/{dataset.json, <class>/<group>/<id>/<chunk>/...} and the FPS clouds in
 /tmp/synthetic_fps/<class>/<group>/<id>/fps-4096.ply; check them with
 `python -m launch.check_data --gbuffer_root=/tmp/synthetic --fps_root=/tmp/synthetic_fps`.
-Progress lines go to stderr; the last stdout line is the throughput. Measured with exactly
-this command on the 2-core CPU: 1,000 objects x 3 chunks at 128 px in 460 s (130 objects/min),
-while another job held about one of the two cores (~0.45 s per object in one process).
+Progress lines go to stderr; the last stdout line is the throughput (measured rates:
+docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Train the 3D VAE (or resume it from the workdir).
+"""Train a model (the task named by config.task; the 3D VAE by default), or resume it.
 
     python -m launch.train --config=configs/vae/tiny.py --workdir=outputs/vae_tiny
     python -m launch.train --config=configs/vae/small.py --workdir=W --config.train.total_steps=100
@@ -13,9 +13,10 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from ga_jax.train.vae_trainer import train_and_evaluate
+from ga_jax.train.loop import train_and_evaluate
+from ga_jax.train.tasks import make_task
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "a configs/vae/*.py file")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "a configs/<task>/*.py file")
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, metrics and renders go here")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize()")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -26,7 +27,8 @@ def main(argv):
     logging.getLogger().setLevel(logging.INFO)
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    config = _CONFIG.value
+    train_and_evaluate(make_task(config), config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The VAE training config shared by configs/vae/{paper,small,tiny}.py.
 
 `base_config(model)` adds to a model section (configs/vae/model.py) everything the trainer
-(ga_jax.train.vae_trainer) reads; a variant overrides only what differs:
+(ga_jax.train.loop with ga_jax.train.tasks.vae) reads; a variant overrides only what differs:
 
     data        the input pipeline (configs/common.py data_config)
     eval_data   the same fields for the held-out evaluation batches (one pass, no jitter)
@@ -20,14 +20,20 @@ from ga_jax.losses.patchgan import default_discriminator_config
 from ga_jax.losses.vae import default_loss_config
 
 
-def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def base_config(
+    model: ml_collections.ConfigDict,
+    gbuffer: str = "objaverse_gbuffer",
+    eval_gbuffer: str | None = None,
+) -> ml_collections.ConfigDict:
+    """gbuffer, eval_gbuffer: the training / held-out datasets' folders under the data root
+    (configs/paths.py); the held-out one defaults to the training one."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.init_from = ""  # a checkpoints directory of another run (state only); "" = none
     c.model = model
 
-    c.data = data_config()
-    c.eval_data = data_config()
+    c.data = data_config(gbuffer)
+    c.eval_data = data_config(eval_gbuffer or gbuffer)
     c.eval_data.shuffle = False
     c.eval_data.num_epochs = 1
     c.eval_data.jitter_prob = 0.0

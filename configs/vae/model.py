@@ -10,6 +10,8 @@ parameters); `small_model()` and `tiny_model()` override only what differs. Fiel
                            | 'nothing_saveable' | 'everything_saveable'
     attention_impl         'xla' | 'chunked' (query chunks of attention_chunk_size, O(chunk*L)
                            memory) | 'cudnn' (GPU flash attention, bf16 only)
+                           (these six fields form the one ModelOptions that build_vae hands
+                           to every module: ga_jax/models/common/options.py)
     num_points             P, the FPS points = latent tokens (the decoder learns one token
                            per index, so P is fixed by the parameters)
     latent_dim             C of h [B, P, C]
@@ -97,7 +99,7 @@ def paper_model() -> ml_collections.ConfigDict:
 
 
 def small_model() -> ml_collections.ConfigDict:
-    """Meant to train on a 2-core CPU in about 45 min: 4 views at 64 px, 256 points,
+    """Meant to train on a 2-core CPU in under an hour: 4 views at 64 px, 256 points,
     32 -> 128 channel trunk (f = 8: 8 x 8 tokens per view), decoder width 192, two
     upsampler levels (256 -> 1,024 -> 4,096 surfels)."""
     m = paper_model()

@@ -1,4 +1,4 @@
-"""The small VAE overfit to the 5 real objects of ../shared/data (issue 4, acceptance 3).
+"""The small VAE overfit to the 5 real objects under the data root (configs/paths.py).
 
     python -m launch.train --config=configs/vae/real.py --workdir=outputs/vae_real
     python -m launch.eval_vae --config=configs/vae/real.py --workdir=outputs/vae_real
@@ -29,12 +29,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"configs/vae/real.py: takes no variant, got {arg!r}")
     c = small.get_config().unlock()
     for data, listing in ((c.data, "train.json"), (c.eval_data, "heldout.json")):
-        data.gbuffer_root = "../shared/data/objaverse_gbuffer"
-        data.fps_root = "../shared/data/objaverse_fps"
+        data.gbuffer_root = data.get_ref("data_root") + "/objaverse_gbuffer"
+        data.fps_root = data.get_ref("data_root") + "/objaverse_fps"
         data.dataset_json = str(LISTINGS / listing)
     c.data.cache_chunks = 10  # the 10 training chunks, ~1.3 GB decoded
     c.eval_data.batch_size = 5  # 5 held-out chunks x 2 halves = 2 batches
-    # As measured for the result above (small.py now renders with 'native').
+    # The renderer the documented runs used (docs/results.md); small.py renders with 'native'.
     t = c.train
     t.total_steps = 535
     t.render_backend = "xla"

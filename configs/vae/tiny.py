@@ -2,8 +2,8 @@
 
     python -m launch.train --config=configs/vae/tiny.py --workdir=/tmp/vae_tiny
 
-2 encoded views at 32 px of ../shared/data (or any G-buffer root), 128 FPS points,
-128 -> 512 surfels rendered at 16 / 32 px, 1 + 1 supervised views, batch 8.
+2 encoded views at 32 px of the real objects (configs/paths.py) or any G-buffer root, 128 FPS
+points, 128 -> 512 surfels rendered at 16 / 32 px, 1 + 1 supervised views, batch 8.
 """
 
 import ml_collections

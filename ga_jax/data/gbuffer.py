@@ -1,4 +1,4 @@
-"""Reader of one G-buffer chunk directory and of FPS point-cloud PLY files (DESIGN.md section 1).
+"""Reader and writer of G-buffer chunk directories, FPS point-cloud PLY files (DESIGN.md section 1).
 
 A chunk directory holds V views (16 in the Objaverse data) of one object at H x H pixels:
 
@@ -19,6 +19,9 @@ A chunk directory holds V views (16 in the Objaverse data) of one object at H x 
 Pixel convention (as everywhere in ga_jax): pixel (row i, col j) has its centre at
 (x, y) = (j + 0.5, i + 0.5).
 
+`write_chunk` writes this format (the synthetic generator uses it) and `write_ply_points` the
+PLY that `read_ply_points` reads.
+
 Every problem with the files raises GBufferError (a ValueError) whose message starts with the
 offending file's path and says what was expected and what was found.
 """
@@ -38,9 +41,11 @@ __all__ = [
     "CHUNK_FILES",
     "GBufferChunk",
     "GBufferError",
+    "encode_normals",
     "read_chunk",
     "read_ply_points",
     "unproject_depth",
+    "write_chunk",
     "write_ply_points",
 ]
 
@@ -321,6 +326,100 @@ def read_chunk(
         views=selected,
         path=root,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The chunk writer
+
+
+def encode_normals(normal: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] PNG values of world normals [..., 3]: the inverse of the reader's
+    n = (-m.x, -m.z, m.y) with m = 2 rgb / 255 - 1, i.e. m = (-n.x, n.z, -n.y)."""
+    n = np.asarray(normal, np.float64)
+    m = np.stack([-n[..., 0], n[..., 2], -n[..., 1]], -1)
+    return np.clip(np.round((m + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(np.asarray(x, np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _tile(views: np.ndarray) -> np.ndarray:
+    """[V, H, W, ...] -> [H, V*W, ...] (view v = columns v*W .. v*W + W - 1)."""
+    return np.concatenate(list(views), axis=1)
+
+
+def write_chunk(
+    path: str | os.PathLike,
+    *,
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    depth: np.ndarray,
+    normal: np.ndarray,
+    cameras: np.ndarray,
+    caption: str,
+    instance_id: str,
+) -> None:
+    """Write one G-buffer chunk directory (the files of the module docstring, no bbox.npy).
+
+    V views of H x H pixels (square, as read_chunk requires); float arrays, any float dtype:
+      path:        the chunk directory; created with its parents, existing files replaced.
+      rgb:         [V, H, H, 3] in [0, 1], straight (not premultiplied) colour over white,
+                   c a + (1 - a). Stored as round(255 rgb) (clipped to 0..255), the views tiled
+                   horizontally, in raw_img.jpg (JPEG quality 95, no chroma subsampling).
+      alpha:       [V, H, H] soft alpha in [0, 1]; round(255 alpha), tiled, in alpha.jpg (grey
+                   JPEG, quality 95).
+      depth:       [V, H, H] camera z-depth (not ray length), >= 0 and 0 on the background;
+                   float32 under key `depth` in depth.npz (compressed).
+      normal:      [V, H, H, 3] unit world normals, (0, -1, 0) on the background; tiled in
+                   normal.png (lossless) as encode_normals(normal) = round(255 (m + 1) / 2) with
+                   m = (-n.x, n.z, -n.y), the inverse of read_chunk's decoding.
+      cameras:     [V, 25] c.npy rows as read_chunk documents them ([0:16] row-major OpenCV
+                   cam2world, [16:25] row-major K normalised by the image size); float32 in c.npy.
+      caption:     written to caption.txt, UTF-8, as given (the data has no trailing newline).
+      instance_id: written to ins.txt, likewise (e.g. `Animals/0/10017`).
+
+    read_chunk returns depth, cameras and (stripped) texts exactly; normals within 1/255 per
+    component (PNG is lossless: only the 8-bit rounding of m is lost); rgb and alpha within
+    the 8-bit rounding (0.5/255) plus the JPEG loss (none for a constant 8x8 block of alpha,
+    <= 1/255 for one of rgb; tests/data/test_gbuffer.py derives both). Raises ValueError,
+    before writing anything, for arrays whose shapes disagree, non-square views, or depth /
+    cameras that read_chunk would reject (non-finite, negative depth).
+    """
+    path = Path(path)
+    rgb, alpha, depth, normal, cameras = (
+        np.asarray(a) for a in (rgb, alpha, depth, normal, cameras)
+    )
+    if depth.ndim != 3 or depth.shape[1] != depth.shape[2]:
+        raise ValueError(
+            f"{path}: depth: expected shape [V, H, H] (square views), got {depth.shape}"
+        )
+    v, h = depth.shape[:2]
+    for name, array, shape in (
+        ("rgb", rgb, (v, h, h, 3)),
+        ("alpha", alpha, (v, h, h)),
+        ("normal", normal, (v, h, h, 3)),
+        ("cameras", cameras, (v, 25)),
+    ):
+        if array.shape != shape:
+            raise ValueError(
+                f"{path}: {name}: expected shape {shape} ({v} views of {h} x {h} pixels as in "
+                f"depth), got {array.shape}"
+            )
+    if not (np.all(np.isfinite(depth)) and np.all(depth >= 0)):
+        raise ValueError(f"{path}: expected finite depth >= 0 (0 = background)")
+    if not np.all(np.isfinite(cameras)):
+        raise ValueError(f"{path}: expected finite cameras")
+    path.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_to_uint8(_tile(rgb)), "RGB").save(
+        path / "raw_img.jpg", quality=95, subsampling=0
+    )
+    Image.fromarray(_to_uint8(_tile(alpha)), "L").save(path / "alpha.jpg", quality=95)
+    Image.fromarray(encode_normals(_tile(normal)), "RGB").save(path / "normal.png")
+    np.savez_compressed(path / "depth.npz", depth=depth.astype(np.float32))
+    np.save(path / "c.npy", cameras.astype(np.float32))
+    (path / "caption.txt").write_text(caption, encoding="utf-8")
+    (path / "ins.txt").write_text(instance_id, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     it = make_vae_loader(config.data)     # shard = this process by default
     batch = next(it)                      # dict of numpy arrays, leading dim B / shards
-    batch = to_global_batch(batch, mesh)  # dict of jax.Arrays sharded over 'data'
+    batch = to_global_batch(VaeBatch.from_sample(batch), mesh, axes)  # ga_jax.parallel.batch
     state = it.get_state()                # JSON-able; grain.checkpoint.CheckpointSave(it)
 
 Pipeline (grain dataset API), with N = len(source) records:
@@ -40,7 +40,6 @@ run that does not fill a batch is dropped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,6 @@ import grain
 import jax
 import numpy as np
 from absl import flags
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ga_jax.data.gbuffer import GBufferError
 from ga_jax.data.source import VaeRecordSource, chunk_view_count
@@ -59,7 +57,6 @@ __all__ = [
     "make_source",
     "make_vae_dataset",
     "make_vae_loader",
-    "to_global_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -231,46 +228,6 @@ class VaeBatchIterator(grain.DatasetIterator):
 
     def __str__(self) -> str:
         return f"VaeBatchIterator(batch_size={self.batch_size})"
-
-
-# --------------------------------------------------------------------------------------------
-# Host batches -> global jax.Arrays
-
-
-def to_global_batch(
-    host_batch: Mapping[str, np.ndarray], mesh: Mesh, axis: str | Sequence[str] = "data"
-) -> dict[str, jax.Array]:
-    """Assemble each process's batch into global jax.Arrays sharded over `axis` of `mesh`.
-
-    host_batch: this process's arrays [B_local, ...] (the loader's output). The global array
-    is [B_local * (processes along axis), ...], its leading dim split over the mesh axis (or
-    axes, e.g. ('data', 'fsdp')) and replicated over the others, built with
-    jax.make_array_from_process_local_data. Raises ValueError naming the key when an array
-    has no batch dim or the batch does not split over this process's devices.
-    """
-    axes = (axis,) if isinstance(axis, str) else tuple(axis)
-    missing = [a for a in axes if a not in mesh.shape]
-    if missing:
-        raise ValueError(f"axis: {missing} not in the mesh axes {tuple(mesh.shape)}")
-    sharding = NamedSharding(mesh, PartitionSpec(axes))
-    # Shards of the batch dim held by this process's devices: distinct mesh coordinates
-    # along `axes` among the addressable devices.
-    positions = [mesh.axis_names.index(a) for a in axes]
-    local_shards = len({
-        tuple(coords[p] for p in positions)
-        for coords in np.ndindex(mesh.devices.shape)
-        if mesh.devices[coords].process_index == jax.process_index()
-    })
-    out = {}
-    for key, value in host_batch.items():
-        value = np.asarray(value)
-        if value.ndim < 1 or value.shape[0] % local_shards:
-            raise ValueError(
-                f"{key}: expected a leading batch dim divisible by the {local_shards} local "
-                f"shards of mesh axis {axes}, got shape {value.shape}"
-            )
-        out[key] = jax.make_array_from_process_local_data(sharding, value)
-    return out
 
 
 # --------------------------------------------------------------------------------------------

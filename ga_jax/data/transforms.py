@@ -66,7 +66,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import grain
 import numpy as np
@@ -81,6 +82,7 @@ __all__ = [
     "IMAGENET_STD",
     "BadRecord",
     "SampleOptions",
+    "VaeBatch",
     "VaeSampleTransform",
     "encoder_input",
     "pluecker_rays",
@@ -279,6 +281,37 @@ def _ray_directions(cameras: np.ndarray, size: int) -> np.ndarray:
     cam /= np.linalg.norm(cam, axis=-1, keepdims=True)
     # [V, S, S, 3] @ R^T [V, 1, 3, 3]: batched matmul (rotation keeps the unit length).
     return np.matmul(cam, np.swapaxes(cam2world[:, None, :3, :3], -1, -2)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# The batch contract
+
+
+class VaeBatch(NamedTuple):
+    """What the VAE model and its losses read: these fields of VaeSampleTransform's samples
+    (module docstring), with a leading [B] in a batch. The others (view indices, record index,
+    half, depth, encoder cameras) stay on the host. A NamedTuple, so a pytree for jax without
+    importing it here."""
+
+    encoder_input: Any  # [B, V, S, S, 15]
+    fps_xyz: Any  # [B, P, 3]
+    target_rgb: Any  # [B, 2K, R, R, 3]
+    target_alpha: Any  # [B, 2K, R, R]
+    target_normal: Any  # [B, 2K, R, R, 3]
+    target_cameras: Any  # [B, 2K, 25]
+    background: Any  # [B, 3]
+
+    @classmethod
+    def from_sample(cls, sample: Mapping[str, Any]) -> VaeBatch:
+        """The contract's fields of a sample or batch dict (KeyError naming a missing one)."""
+        missing = [f for f in cls._fields if f not in sample]
+        if missing:
+            raise KeyError(f"VaeBatch: the sample has no field(s) {missing}")
+        return cls(**{f: sample[f] for f in cls._fields})
+
+    def targets(self) -> dict[str, Any]:
+        """The supervision maps, as ga_jax.losses.vae reads them."""
+        return {k: getattr(self, k) for k in ("target_rgb", "target_alpha", "target_normal")}
 
 
 # --------------------------------------------------------------------------------------------

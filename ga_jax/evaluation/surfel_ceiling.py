@@ -26,8 +26,9 @@ import optax
 from ga_jax.data.loader import make_source, make_vae_loader
 from ga_jax.data.source import read_record
 from ga_jax.losses.vae import l1, opacity_prior, resize_targets
+from ga_jax.metrics.image import view_metrics
 from ga_jax.models.vae.surfel_head import surfel_activations, surfel_bias_init
-from ga_jax.train.vae_trainer import render_levels, view_metrics
+from ga_jax.rendering.levels import render_levels
 
 __all__ = ["fit_free_surfels"]
 

@@ -35,28 +35,21 @@ from PIL import Image
 
 from ga_jax.data.gbuffer import read_chunk
 from ga_jax.data.latents import LatentWriter
-from ga_jax.data.loader import make_source, make_vae_loader, to_global_batch
+from ga_jax.data.loader import make_source, make_vae_loader
+from ga_jax.data.transforms import VaeBatch
 from ga_jax.evaluation.error_regions import (
     REGIONS,
     accumulate_error_regions,
     summarise_error_regions,
 )
-from ga_jax.losses.vae import resize_targets
-from ga_jax.models.vae.vae import VAE, build_vae
-from ga_jax.parallel.mesh import make_mesh
-from ga_jax.train.checkpoint import Checkpointer
-from ga_jax.train.optimizers import make_optimizer
-from ga_jax.train.vae_trainer import (
-    EVAL_METRICS,
-    MODEL_FIELDS,
-    _batch_axes,
-    _rules_context,
-    _targets,
-    create_train_state,
-    evaluate_batch,
-)
+from ga_jax.metrics.image import VIEW_METRICS
+from ga_jax.models.vae.reconstruct import reconstruct
+from ga_jax.models.vae.vae import VAE, abstract_variables, build_vae
+from ga_jax.parallel.batch import to_global_batch
+from ga_jax.parallel.mesh import batch_axes, make_mesh, rules_context, sharded_abstract
+from ga_jax.train.checkpoint import restore_params
 
-__all__ = ["evaluate_reconstruction", "extract_latents", "restore_params"]
+__all__ = ["evaluate_reconstruction", "extract_latents", "restore_vae"]
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +64,14 @@ def _ordered(data_config) -> Any:
     return data
 
 
-def restore_params(config, workdir: str | Path, mesh) -> tuple[VAE, Any, int]:
-    """(model, params, step) from the latest checkpoint in workdir/checkpoints."""
-    ckpt = Checkpointer(Path(workdir) / "checkpoints")
-    step = ckpt.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"{ckpt.directory}: no checkpoint (train first: launch.train)")
-    model, optimizer = build_vae(config.model), make_optimizer(config.optimizer)
-    state, shardings = create_train_state(model, optimizer, config, mesh, jax.random.key(0))
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
-    )
-    state = ckpt.restore(step, abstract)
-    ckpt.close()
-    return model, state.params, step
+def restore_vae(config, workdir: str | Path, mesh) -> tuple[VAE, Any, int]:
+    """(model, params, step) of the latest checkpoint in workdir/checkpoints: the parameters
+    only (no optimiser state, no discriminator, nothing initialised at random), sharded by
+    their logical axis names. Call inside ga_jax.parallel.mesh.rules_context."""
+    model = build_vae(config.model)
+    abstract = sharded_abstract(abstract_variables(model)["params"], mesh, config.mesh.get("rules"))
+    params, step = restore_params(Path(workdir) / "checkpoints", abstract)
+    return model, params, step
 
 
 def _object_of(chunk: str) -> str:
@@ -98,48 +85,51 @@ def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
     rules = config.mesh.get("rules")
     data = _ordered(config.eval_data)
     source = make_source(data)
-    with _rules_context(mesh, rules):
-        model, params, step = restore_params(config, workdir, mesh)
+    with rules_context(mesh, rules):
+        model, params, step = restore_vae(config, workdir, mesh)
         size = int(config.train.render_sizes[-1])
-
-        def evaluate(p, b):
-            alpha = resize_targets(_targets(b), size)["target_alpha"]
-            return evaluate_batch(model, p, b, config) + (alpha,)
-
-        fn = jax.jit(evaluate)
+        fn = jax.jit(
+            lambda p, b: reconstruct(
+                model,
+                p,
+                b,
+                size,
+                backend=config.train.render_backend,
+                capacity_per_surfel=config.train.capacity_per_surfel,
+            )
+        )
         per_object: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
         regions: dict[str, float] = {}
         loader = make_vae_loader(data, source=source)
+        axes = batch_axes(mesh, rules)
         for batch in loader:
-            metrics, images, alpha = jax.device_get(
-                fn(
-                    params,
-                    to_global_batch(
-                        {k: batch[k] for k in MODEL_FIELDS}, mesh, _batch_axes(mesh, rules)
-                    ),
-                )
+            out = jax.device_get(
+                fn(params, to_global_batch(VaeBatch.from_sample(batch), mesh, axes))
             )
-            novel = slice(images.shape[1] // 2, None)  # the other half's views (evaluate_batch)
+            novel = slice(out.images.shape[1] // 2, None)  # the other half's views
             accumulate_error_regions(
-                regions, images[:, novel, 0], images[:, novel, 1], alpha[:, novel]
+                regions,
+                out.images[:, novel, 0],
+                out.images[:, novel, 1],
+                out.target_alpha[:, novel],
             )
             for i, record in enumerate(batch["record_index"]):
                 name = _object_of(source[int(record)].chunk)
-                per_object[name].append({k: float(metrics[k][i]) for k in EVAL_METRICS})
+                per_object[name].append({k: float(out.metrics[k][i]) for k in VIEW_METRICS})
         loader.close()
     if not per_object:
         raise ValueError(
             f"eval_data: no full batch of {data.batch_size} records in {data.gbuffer_root}"
         )
     rows = {
-        name: {k: float(np.mean([v[k] for v in vals])) for k in EVAL_METRICS}
+        name: {k: float(np.mean([v[k] for v in vals])) for k in VIEW_METRICS}
         | {"records": len(vals)}
         for name, vals in sorted(per_object.items())
     }
     result = {
         "step": step,
         "render_size": size,
-        **{f"mean_{k}": float(np.mean([r[k] for r in rows.values()])) for k in EVAL_METRICS},
+        **{f"mean_{k}": float(np.mean([r[k] for r in rows.values()])) for k in VIEW_METRICS},
         "objects": rows,
         "novel_error_regions": summarise_error_regions(regions),
     }
@@ -206,8 +196,8 @@ def extract_latents(
     rules = config.mesh.get("rules")
     data = _ordered(config.data)
     source = make_source(data)
-    with _rules_context(mesh, rules):
-        model, params, step = restore_params(config, workdir, mesh)
+    with rules_context(mesh, rules):
+        model, params, step = restore_vae(config, workdir, mesh)
 
         @jax.jit
         def encode(params, encoder_input, fps_xyz, rng):
@@ -217,8 +207,8 @@ def extract_latents(
         pending: dict[str, _Pending] = collections.OrderedDict()
         loader = make_vae_loader(data, source=source)
         rng = jax.random.key(seed)
+        axes = batch_axes(mesh, rules)
         for n, batch in enumerate(loader):
-            axes = _batch_axes(mesh, rules)
             inputs = to_global_batch(
                 {k: batch[k] for k in ("encoder_input", "fps_xyz")}, mesh, axes
             )

@@ -1,5 +1,5 @@
-"""Models: shared Linen layers (layers.py) and the 3D VAE (vae/)."""
+"""Models: shared Linen building blocks (common/) and the 3D VAE (vae/)."""
 
-from ga_jax.models.layers import LOGICAL_AXIS_RULES
+from ga_jax.models.common import LOGICAL_AXIS_RULES, ModelOptions
 
-__all__ = ["LOGICAL_AXIS_RULES"]
+__all__ = ["LOGICAL_AXIS_RULES", "ModelOptions"]

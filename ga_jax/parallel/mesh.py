@@ -14,6 +14,7 @@ Mesh config (ml_collections, under `config.mesh`):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,10 +26,13 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
     "DEFAULT_RULES",
+    "batch_axes",
     "batch_sharding",
     "logical_shardings",
     "make_mesh",
     "resolve_mesh_shape",
+    "rules_context",
+    "sharded_abstract",
 ]
 
 # Parameters shard over 'fsdp' along their embedding axis and over 'tensor' along their
@@ -136,7 +140,36 @@ def logical_shardings(abstract_tree: Any, mesh: Mesh, rules=None) -> Any:
     return jax.tree.map(to_sharding, specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
+def sharded_abstract(abstract_tree: Any, mesh: Mesh, rules=None) -> Any:
+    """The unboxed tree of jax.ShapeDtypeStructs carrying logical_shardings' shardings: a
+    restore target (abstract_tree: jax.eval_shape output, leaves possibly boxed)."""
+    shardings = logical_shardings(abstract_tree, mesh, rules)
+    unboxed = jax.tree.map(
+        lambda x: x.value if isinstance(x, nn.Partitioned) else x,
+        abstract_tree,
+        is_leaf=lambda x: isinstance(x, nn.Partitioned),
+    )
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unboxed, shardings
+    )
+
+
 def batch_sharding(mesh: Mesh, rules=None) -> NamedSharding:
     """Sharding of a batch's leading axis: the mesh axes that 'batch' maps to."""
     axes = dict(_rules(rules)).get("batch")
     return NamedSharding(mesh, PartitionSpec(axes))
+
+
+def batch_axes(mesh: Mesh, rules=None) -> tuple[str, ...]:
+    """The mesh axes a batch's leading axis is split over (those 'batch' maps to)."""
+    spec = batch_sharding(mesh, rules).spec[0]
+    return (spec,) if isinstance(spec, str) else tuple(spec or ())
+
+
+def rules_context(mesh: Mesh, rules=None) -> contextlib.ExitStack:
+    """The mesh and the logical axis rules, active while tracing: what the models' activation
+    constraints (nn.with_logical_constraint) need. Use as `with rules_context(mesh, rules):`."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(mesh))
+    stack.enter_context(nn.logical_axis_rules(_rules(rules)))
+    return stack

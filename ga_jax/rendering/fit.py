@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ga_jax.evaluation import image_metrics
+from ga_jax.metrics import image as image_metrics
 from ga_jax.rendering.cameras import Cameras
 from ga_jax.rendering.render import render_surfels
 from ga_jax.rendering.surfels import Surfels

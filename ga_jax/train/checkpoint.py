@@ -5,8 +5,13 @@ killed mid-save keeps every checkpoint it finished; `max_to_keep` deletes only o
 after a newer one is complete. Restores go onto an abstract target whose leaves carry
 shardings (jax.ShapeDtypeStruct with .sharding), so state comes back already sharded.
 
-Resume order used by the trainers: the latest checkpoint in the workdir, else
-`config.init_from` (a checkpoint directory of another run: state only), else scratch.
+Resume order of the training loop (ga_jax/train/loop.py): the latest checkpoint in the
+workdir (state + data iterator), else `config.init_from` (another run's checkpoints
+directory: its parameters only, with a fresh optimiser at step 0), else scratch.
+
+`restore_params` reads only a checkpoint's parameters (or EMA parameters): what every job
+that does not train needs (evaluation, latent extraction, sampling). It reads no optimiser
+state and builds no random state, and needs no optimiser config.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpointer"]
+__all__ = ["Checkpointer", "restore_params"]
 
 
 class Checkpointer:
@@ -80,3 +85,43 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def restore_params(
+    directory: str | Path, abstract_params: Any, *, step: int | None = None, field: str = "params"
+) -> tuple[Any, int]:
+    """(parameters, step) of a run's checkpoints `directory` (default: the latest step), read
+    onto abstract_params' shapes, dtypes and shardings (jax.ShapeDtypeStructs with .sharding)
+    and nothing else of the state. field='ema_params' reads the moving average instead (runs
+    with train.ema_decay > 0)."""
+    directory = Path(directory).absolute()
+    steps = []
+    if directory.is_dir():
+        manager = ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True)
+        )
+        steps = sorted(manager.all_steps())
+        manager.close()
+    if step is None:
+        if not steps:
+            raise FileNotFoundError(f"{directory}: no checkpoint (train first: launch.train)")
+        step = steps[-1]
+    path = directory / str(step) / "state"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such checkpoint state (steps there: {steps})")
+    target = {field: abstract_params}
+    try:
+        restored = ocp.PyTreeCheckpointer().restore(
+            path,
+            args=ocp.args.PyTreeRestore(
+                item=target,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True,
+            ),
+        )
+    except (KeyError, ValueError) as e:
+        raise ValueError(
+            f"{path}: its {field!r} do not match the model's parameters ({e}); was it written "
+            f"with another config?"
+        ) from e
+    return restored[field], step

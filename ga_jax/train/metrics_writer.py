@@ -41,8 +41,10 @@ class MetricWriter:
         values = {name: float(np.asarray(value)) for name, value in scalars.items()}
         record = {"step": int(step), "time": time.time(), **values}
         # NaN/inf are not JSON: write them as strings so the line stays parseable.
-        safe = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))
-                for k, v in record.items()}
+        safe = {
+            k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))
+            for k, v in record.items()
+        }
         self._jsonl.write(json.dumps(safe) + "\n")
         if self._tb is not None:
             for name, value in values.items():

@@ -1,4 +1,5 @@
-"""Tests of ga_jax.data.gbuffer: the G-buffer chunk reader, the PLY reader and unproject_depth.
+"""Tests of ga_jax.data.gbuffer: the G-buffer chunk reader and writer, the PLY reader and
+unproject_depth.
 
 The real-data tests read ../shared/data (next to the repository) and skip when it is absent.
 Expected values come from independent computations: explicit matrix inverses for the
@@ -22,6 +23,7 @@ from ga_jax.data.gbuffer import (
     read_chunk,
     read_ply_points,
     unproject_depth,
+    write_chunk,
 )
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -264,6 +266,93 @@ def test_synthetic_chunk_round_trip(tmp_path):
     np.testing.assert_array_equal(chunk.cameras, written["cameras"])
     one = read_chunk(tmp_path / "chunk", views=[1])
     np.testing.assert_array_equal(one.cameras, written["cameras"][[1]])
+
+
+def test_write_chunk_round_trip(tmp_path):
+    """write_chunk -> read_chunk returns every field: exactly for depth, cameras and texts,
+    within the 8-bit quantisation for the images.
+
+    Bounds (levels of 1/255):
+    - alpha: round(255 a) is off by <= 0.5. Each view is 2 x 2 constant 8x8 blocks, the JPEG
+      blocks (views are 16 px wide and tile at multiples of 8): a constant block has only a
+      DC coefficient, 8 (v - 128) for the integer level v, which quality 95's DC quantiser
+      (2) divides exactly, so the grey JPEG decodes it exactly: <= 0.5.
+    - rgb: the same, plus the 8-bit YCbCr conversion: Y, Cb, Cr each round by <= 0.5, and back
+      in RGB that is <= 0.5 + 0.886 (B = Y + 1.772 (Cb - 128), the largest coefficient) < 1.5,
+      an integer, so <= 1: in all <= 1.5.
+    - normals (PNG, lossless): m = (-n.x, n.z, -n.y) is stored as round(127.5 (m + 1)) and read
+      as 2 rgb / 255 - 1, off by <= 0.5 / 127.5 = 1/255 per component (no clipping for unit
+      vectors); the reader's axis permutation and signs keep that per world component.
+    Plus float32 rounding of the decoded values (~1e-7).
+    """
+    rng = np.random.default_rng(7)
+    v, h = 3, 16
+    # Constant 8x8 blocks (distinct per block and view) at values off the 8-bit grid.
+    block_rgb = rng.uniform(0.0, 1.0, (v, 2, 2, 3))
+    rgb = np.repeat(np.repeat(block_rgb, 8, axis=1), 8, axis=2).astype(np.float32)
+    block_alpha = rng.uniform(0.0, 1.0, (v, 2, 2))
+    block_alpha[0, 0, 0], block_alpha[1, 1, 1] = 0.0, 1.0
+    alpha = np.repeat(np.repeat(block_alpha, 8, axis=1), 8, axis=2).astype(np.float32)
+    normal = rng.normal(size=(v, h, h, 3))
+    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+    normal[alpha == 0] = (0.0, -1.0, 0.0)  # the background's normal
+    normal = normal.astype(np.float32)
+    depth = np.where(alpha > 0, rng.uniform(1.0, 2.5, (v, h, h)), 0.0).astype(np.float32)
+    cameras = rng.normal(size=(v, 25)).astype(np.float32)
+    caption, instance_id = "an orange cone on a blue box", "composition/0/17"
+    path = tmp_path / "a" / "chunk"  # parents are created
+    write_chunk(
+        path,
+        rgb=rgb,
+        alpha=alpha,
+        depth=depth,
+        normal=normal,
+        cameras=cameras,
+        caption=caption,
+        instance_id=instance_id,
+    )
+    assert sorted(p.name for p in path.iterdir()) == sorted(CHUNK_FILES)
+    chunk = read_chunk(path)
+    assert chunk.rgb.shape == (v, h, h, 3) and chunk.num_views == v
+    np.testing.assert_array_equal(chunk.depth, depth)
+    np.testing.assert_array_equal(chunk.cameras, cameras)
+    assert chunk.caption == caption and chunk.instance_id == instance_id
+    # As in the data: no trailing newline.
+    assert (path / "caption.txt").read_bytes() == caption.encode()
+    assert (path / "ins.txt").read_bytes() == instance_id.encode()
+    eps = 1e-6
+    assert np.abs(chunk.alpha - alpha).max() <= 0.5 / 255 + eps
+    assert np.abs(chunk.rgb - rgb).max() <= 1.5 / 255 + eps
+    assert np.abs(chunk.normal - normal).max() <= 1 / 255 + eps
+    # Each view lands in its own tile: reading a subset selects the same views.
+    two = read_chunk(path, views=[2, 0])
+    np.testing.assert_array_equal(two.depth, depth[[2, 0]])
+    np.testing.assert_array_equal(two.rgb, chunk.rgb[[2, 0]])
+
+
+def test_write_chunk_rejects_what_the_reader_rejects(tmp_path):
+    v, h = 2, 8
+    good = dict(
+        rgb=np.ones((v, h, h, 3)),
+        alpha=np.ones((v, h, h)),
+        depth=np.ones((v, h, h)),
+        normal=np.zeros((v, h, h, 3)),
+        cameras=np.zeros((v, 25)),
+        caption="a cube",
+        instance_id="cube/0/0",
+    )
+    bad = [
+        ("rgb", np.ones((v, h, h + 1, 3)), "rgb"),
+        ("cameras", np.zeros((v + 1, 25)), "cameras"),
+        ("depth", np.ones((v, h, h + 8)), "square"),
+        ("depth", -np.ones((v, h, h)), "depth >= 0"),
+        ("cameras", np.full((v, 25), np.nan), "finite cameras"),
+    ]
+    for name, value, fragment in bad:
+        with pytest.raises(ValueError, match=fragment) as info:
+            write_chunk(tmp_path / name, **{**good, name: value})
+        assert str(tmp_path / name) in str(info.value)
+        assert not (tmp_path / name).exists()
 
 
 def test_ply_round_trip(tmp_path):

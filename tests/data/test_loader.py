@@ -21,8 +21,9 @@ from PIL import Image
 from configs.common import data_config
 from ga_jax.data.checks import nearest_distances
 from ga_jax.data.gbuffer import GBufferError, read_chunk, read_ply_points
-from ga_jax.data.loader import make_vae_loader, to_global_batch
+from ga_jax.data.loader import make_vae_loader
 from ga_jax.data.transforms import resize_maps
+from ga_jax.parallel.batch import to_global_batch
 from ga_jax.parallel.mesh import make_mesh
 from tests.data.fake_vae_data import make_fake_dataset
 

@@ -19,7 +19,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from ga_jax.data import synthetic
-from ga_jax.data.gbuffer import read_chunk, read_ply_points, unproject_depth
+from ga_jax.data.gbuffer import read_chunk, read_ply_points, unproject_depth, write_chunk
 
 SEED = 0
 # Objects 0..5 of seed 0: cylinder, torus, composition (cylinder on cube), torus, box, cone.
@@ -355,7 +355,9 @@ def test_sphere_files_encode_the_render(tmp_path):
     obj = _single("sphere", [0.35, 0, 0])
     cameras = synthetic.chunk_cameras(2, 0, 1, 32)[0]
     views = synthetic.render_views(obj, cameras, 32)
-    synthetic._write_chunk(tmp_path / "c", views, cameras, obj.caption, "sphere/0/0")
+    write_chunk(
+        tmp_path / "c", **views, cameras=cameras, caption=obj.caption, instance_id="sphere/0/0"
+    )
     chunk = read_chunk(tmp_path / "c")
     np.testing.assert_array_equal(chunk.depth, views["depth"])
     np.testing.assert_array_equal(chunk.cameras, cameras)
@@ -365,7 +367,7 @@ def test_sphere_files_encode_the_render(tmp_path):
 
 
 def test_cube_normals_axis_aligned():
-    rotation = synthetic._rot_z(0.4) @ synthetic._rot_x(0.7)
+    rotation = synthetic.rot_z(0.4) @ synthetic.rot_x(0.7)
     obj = _single("box", [0.25, 0.25, 0.25], rotation=rotation)
     cameras = synthetic.chunk_cameras(1, 3, 1, 48)[0]
     views = synthetic.render_views(obj, cameras, 48)
@@ -382,7 +384,7 @@ def test_cube_normals_axis_aligned():
 
 def test_torus_matches_float64_quartic():
     big, small = 0.3, 0.1
-    rotation = synthetic._rot_z(0.3) @ synthetic._rot_x(1.0)
+    rotation = synthetic.rot_z(0.3) @ synthetic.rot_x(1.0)
     centre = np.array([0.02, -0.01, 0.03])
     obj = _single("torus", [big, small, 0], rotation=rotation, centre=centre)
     res = 40

@@ -18,10 +18,15 @@ import pytest
 from configs.vae import paper, tiny
 from configs.vae.model import tiny_model
 from ga_jax.models import LOGICAL_AXIS_RULES
-from ga_jax.models.layers import BlockStack, dot_product_attention, nerf_positional_encoding
+from ga_jax.models.common import (
+    BlockStack,
+    DiTBlock,
+    ModelOptions,
+    dot_product_attention,
+    nerf_positional_encoding,
+)
 from ga_jax.models.vae import (
     DiagonalGaussian,
-    DiTBlock,
     SurfelHead,
     Upsampler,
     abstract_variables,
@@ -36,6 +41,8 @@ from ga_jax.models.vae.encoder import (
 from ga_jax.models.vae.surfel_head import fibonacci_directions
 from ga_jax.parallel.mesh import logical_shardings, make_mesh
 from ga_jax.rendering.surfels import check_surfels
+
+LOOP = ModelOptions(scan_layers=False)  # unrolled blocks, for the SurfelHead tests
 
 B, V, S = 2, 2, 32  # the tiny config's intended input: 2 views at 32 px
 SURFEL_FIELDS = ("means", "quaternions", "scales", "opacities", "colors")
@@ -199,9 +206,7 @@ def _activate(xyz, pre):
 @pytest.mark.parametrize("std", [0.0, 0.5])
 def test_head_init_std(std):
     """head_init_std = 0: every surfel head kernel is zero (the paper); > 0: N(0, std^2)."""
-    head = SurfelHead(
-        num_heads=2, mlp_dim=32, levels=((3, 1),), scan_layers=False, head_init_std=std
-    )
+    head = SurfelHead(num_heads=2, mlp_dim=32, levels=((3, 1),), options=LOOP, head_init_std=std)
     features = jnp.ones((1, 64, 16))
     params = nn.unbox(head.init(jax.random.key(0), features, jnp.zeros((1, 64, 3))))["params"]
     for kernel in (params["base"]["kernel"], params["upsample_0"]["head"]["kernel"]):
@@ -229,7 +234,7 @@ def test_child_spread_places_children_at_the_radius():
         num_heads=2,
         mlp_dim=32,
         levels=((4, 1), (2, 1)),
-        scan_layers=False,
+        options=LOOP,
         child_spread=(0.03, 0.01),
     )
     params = nn.unbox(head.init(jax.random.key(0), features, xyz))["params"]
@@ -240,7 +245,7 @@ def test_child_spread_places_children_at_the_radius():
     np.testing.assert_allclose(step1[:4], 0.03 * fibonacci_directions(4), atol=1e-6)
     step2 = np.asarray(level2.means[0]) - np.repeat(np.asarray(level1.means[0]), 2, axis=0)
     np.testing.assert_allclose(np.linalg.norm(step2, axis=-1), 0.01, rtol=1e-5)
-    plain = SurfelHead(num_heads=2, mlp_dim=32, levels=((4, 1),), scan_layers=False)
+    plain = SurfelHead(num_heads=2, mlp_dim=32, levels=((4, 1),), options=LOOP)
     assert (
         "child_offsets"
         not in nn.unbox(plain.init(jax.random.key(0), features, xyz))["params"]["upsample_0"]
@@ -250,7 +255,7 @@ def test_child_spread_places_children_at_the_radius():
 @pytest.mark.parametrize("spread", [(0.01,), (0.01, 0.3), (-0.01, 0.01)])
 def test_child_spread_rejects_bad_radii(spread):
     head = SurfelHead(
-        num_heads=2, mlp_dim=32, levels=((4, 1), (2, 1)), scan_layers=False, child_spread=spread
+        num_heads=2, mlp_dim=32, levels=((4, 1), (2, 1)), options=LOOP, child_spread=spread
     )
     with pytest.raises(ValueError, match="child_spread"):
         head.init(jax.random.key(0), jnp.ones((1, 6, 16)), jnp.zeros((1, 6, 3)))
@@ -259,7 +264,7 @@ def test_child_spread_rejects_bad_radii(spread):
 def test_cascade_formula_with_random_heads():
     """Random (non-zero) heads, two levels: base xyz = fps + 0.0225 tanh(o); child xyz =
     parent xyz + 0.225 tanh(R[0:3]); child pre-activations = parent's + R (captured)."""
-    head = SurfelHead(num_heads=2, mlp_dim=32, levels=((3, 1), (2, 2)), scan_layers=False)
+    head = SurfelHead(num_heads=2, mlp_dim=32, levels=((3, 1), (2, 2)), options=LOOP)
     k1, k2 = jax.random.split(jax.random.key(3))
     features = jax.random.normal(k1, (2, 5, 16))
     xyz = jax.random.uniform(k2, (2, 5, 3), minval=-0.45, maxval=0.45)
@@ -296,7 +301,7 @@ def test_color_gain_scales_each_levels_colour_columns():
     linear heads; geometry unchanged. A uniform gain equals scaling every level."""
     features = jax.random.normal(jax.random.key(1), (1, 5, 16))
     xyz = jax.random.uniform(jax.random.key(2), (1, 5, 3), minval=-0.4, maxval=0.4)
-    kw = dict(num_heads=2, mlp_dim=32, levels=((3, 1), (2, 1)), scan_layers=False)
+    kw = dict(num_heads=2, mlp_dim=32, levels=((3, 1), (2, 1)), options=LOOP)
     plain = SurfelHead(**kw)
     params = _random_params(
         jax.eval_shape(plain.init, jax.random.key(0), features, xyz)["params"], seed=5

@@ -42,8 +42,11 @@ def test_keep_n_restore_and_iterator(tmp_path):
     mesh = make_mesh({"data": 4, "fsdp": 2})
     sharding = NamedSharding(mesh, PartitionSpec("data", None))
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding if x.ndim == 2 else
-                                       NamedSharding(mesh, PartitionSpec())),
+        lambda x: jax.ShapeDtypeStruct(
+            x.shape,
+            x.dtype,
+            sharding=sharding if x.ndim == 2 else NamedSharding(mesh, PartitionSpec()),
+        ),
         state_at(0),
     )
     fresh = iter(loader())

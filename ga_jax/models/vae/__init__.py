@@ -1,6 +1,6 @@
 """The point-cloud-latent 3D VAE: encoder, posterior, DiT decoder, cascaded surfel head."""
 
-from ga_jax.models.vae.decoder import Decoder, DiTBlock
+from ga_jax.models.vae.decoder import Decoder
 from ga_jax.models.vae.encoder import Encoder
 from ga_jax.models.vae.latent import DiagonalGaussian
 from ga_jax.models.vae.surfel_head import SurfelHead, Upsampler, surfel_activations
@@ -18,7 +18,6 @@ __all__ = [
     "LATENT_RNG",
     "VAE",
     "Decoder",
-    "DiTBlock",
     "DiagonalGaussian",
     "Encoder",
     "SurfelHead",

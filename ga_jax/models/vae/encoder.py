@@ -18,13 +18,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ga_jax.models.layers import (
+from ga_jax.models.common import (
     Attention,
     BlockStack,
     Dtype,
     GegluFeedForward,
     LayerNorm,
     Mlp,
+    ModelOptions,
     TransformerBlock,
     constrain,
     dense,
@@ -82,26 +83,25 @@ class ResBlock(nn.Module):
 
     out_channels: int
     norm_groups: int = 32
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    options: ModelOptions = ModelOptions()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = nn.silu(_group_norm(self.norm_groups, self.param_dtype, "norm1")(x)).astype(self.dtype)
+        dtype, param_dtype = self.options.dtype, self.options.param_dtype
+        kw = dict(dtype=dtype, param_dtype=param_dtype)
+        h = nn.silu(_group_norm(self.norm_groups, param_dtype, "norm1")(x)).astype(dtype)
         h = _conv(self.out_channels, 3, name="conv1", **kw)(h)
-        h = nn.silu(_group_norm(self.norm_groups, self.param_dtype, "norm2")(h)).astype(self.dtype)
+        h = nn.silu(_group_norm(self.norm_groups, param_dtype, "norm2")(h)).astype(dtype)
         h = _conv(self.out_channels, 3, name="conv2", **kw)(h)
         if x.shape[-1] != self.out_channels:
             x = _conv(self.out_channels, 1, name="shortcut", **kw)(x)
-        return x.astype(self.dtype) + h
+        return x.astype(dtype) + h
 
 
 class Downsample(nn.Module):
     """Stride-2 3x3 conv after padding right/bottom by one (SD-VAE). [N,H,W,C] -> [N,H/2,W/2,C]."""
 
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    options: ModelOptions = ModelOptions()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -111,8 +111,8 @@ class Downsample(nn.Module):
             3,
             stride=2,
             padding="VALID",
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            dtype=self.options.dtype,
+            param_dtype=self.options.param_dtype,
             name="conv",
         )(x)
 
@@ -131,35 +131,30 @@ class MultiViewTransformer(nn.Module):
     head_dim: int = 64
     ffn_dim: int = 2048
     norm_groups: int = 32
-    attention_impl: str = "xla"
-    attention_chunk_size: int = 1024
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    options: ModelOptions = ModelOptions()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        attn_kw = dict(
-            attention_impl=self.attention_impl, attention_chunk_size=self.attention_chunk_size
-        )
+        opts = self.options
+        kw = dict(dtype=opts.dtype, param_dtype=opts.param_dtype)
         bv, hh, ww, channels = x.shape
         b, v = bv // self.num_views, self.num_views
         inner = self.num_heads * self.head_dim
-        h = _group_norm(self.norm_groups, self.param_dtype, "norm")(x).astype(self.dtype)
+        h = _group_norm(self.norm_groups, opts.param_dtype, "norm")(x).astype(opts.dtype)
         h = _conv(inner, 1, name="proj_in", **kw)(h)
         t = constrain(h.reshape(b, v * hh * ww, inner))
-        t = t + Attention(self.num_heads, self.head_dim, name="attn_joint", **attn_kw, **kw)(
+        t = t + Attention(self.num_heads, self.head_dim, options=opts, name="attn_joint")(
             LayerNorm(name="norm_joint", **kw)(t)
         )
         t = t.reshape(bv, hh * ww, inner)
-        t = t + Attention(self.num_heads, self.head_dim, name="attn_view", **attn_kw, **kw)(
+        t = t + Attention(self.num_heads, self.head_dim, options=opts, name="attn_view")(
             LayerNorm(name="norm_view", **kw)(t)
         )
-        t = t + GegluFeedForward(self.ffn_dim, name="ffn", **kw)(
+        t = t + GegluFeedForward(self.ffn_dim, options=opts, name="ffn")(
             LayerNorm(name="norm_ffn", **kw)(t)
         )
         h = _conv(channels, 1, zero_init=True, name="proj_out", **kw)(t.reshape(bv, hh, ww, inner))
-        return x.astype(self.dtype) + h
+        return x.astype(opts.dtype) + h
 
 
 class ConvTrunk(nn.Module):
@@ -177,46 +172,40 @@ class ConvTrunk(nn.Module):
     mv_heads: int = 8
     mv_head_dim: int = 64
     mv_ffn_dim: int = 2048
-    remat_policy: str = "none"
-    attention_impl: str = "xla"
-    attention_chunk_size: int = 1024
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    options: ModelOptions = ModelOptions()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        opts = self.options
         b, v, s1, s2, cin = x.shape
-        res_block = remat(ResBlock, self.remat_policy)
-        h = _conv(self.base_channels, 3, name="conv_in", **kw)(
-            x.reshape(b * v, s1, s2, cin).astype(self.dtype)
-        )
+        res_block = remat(ResBlock, opts.remat_policy)
+        h = _conv(
+            self.base_channels, 3, name="conv_in", dtype=opts.dtype, param_dtype=opts.param_dtype
+        )(x.reshape(b * v, s1, s2, cin).astype(opts.dtype))
         for level, mult in enumerate(self.ch_mult):
             for i in range(self.num_res_blocks):
                 h = res_block(
                     self.base_channels * mult,
                     self.norm_groups,
+                    options=opts,
                     name=f"down_{level}_block_{i}",
-                    **kw,
                 )(h)
             if level != len(self.ch_mult) - 1:
-                h = Downsample(name=f"down_{level}_downsample", **kw)(h)
+                h = Downsample(options=opts, name=f"down_{level}_downsample")(h)
         channels = h.shape[-1]
-        h = res_block(channels, self.norm_groups, name="mid_block_1", **kw)(h)
-        h = remat(MultiViewTransformer, self.remat_policy)(
+        h = res_block(channels, self.norm_groups, options=opts, name="mid_block_1")(h)
+        h = remat(MultiViewTransformer, opts.remat_policy)(
             num_views=v,
             num_heads=self.mv_heads,
             head_dim=self.mv_head_dim,
             ffn_dim=self.mv_ffn_dim,
             norm_groups=self.norm_groups,
-            attention_impl=self.attention_impl,
-            attention_chunk_size=self.attention_chunk_size,
+            options=opts,
             name="mid_attn",
-            **kw,
         )(h)
-        h = res_block(channels, self.norm_groups, name="mid_block_2", **kw)(h)
-        h = nn.silu(_group_norm(self.norm_groups, self.param_dtype, "norm_out")(h)).astype(
-            self.dtype
+        h = res_block(channels, self.norm_groups, options=opts, name="mid_block_2")(h)
+        h = nn.silu(_group_norm(self.norm_groups, opts.param_dtype, "norm_out")(h)).astype(
+            opts.dtype
         )
         return h.reshape(b, v, *h.shape[1:])
 
@@ -287,8 +276,7 @@ class XyzEmbed(nn.Module):
 
     features: int
     num_freqs: int = 10
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    options: ModelOptions = ModelOptions()
 
     @nn.compact
     def __call__(self, xyz: jax.Array) -> jax.Array:
@@ -296,8 +284,8 @@ class XyzEmbed(nn.Module):
         return dense(
             self.features,
             (None, "embed"),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            dtype=self.options.dtype,
+            param_dtype=self.options.param_dtype,
             name="proj",
         )(pe)
 
@@ -313,17 +301,14 @@ class PointCrossAttention(nn.Module):
     num_heads: int = 8
     head_dim: int = 64
     input_norm: bool = True
-    attention_impl: str = "xla"
-    attention_chunk_size: int = 1024
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    options: ModelOptions = ModelOptions()
 
     @nn.compact
     def __call__(
         self, queries: jax.Array, tokens: jax.Array, token_mask: jax.Array | None = None
     ) -> jax.Array:
         """token_mask: optional bool [B, T]; tokens where it is False are not attended to."""
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.options.dtype, param_dtype=self.options.param_dtype)
         if self.input_norm:
             queries = LayerNorm(name="norm_query", **kw)(queries)
             tokens = LayerNorm(name="norm_context", **kw)(tokens)
@@ -332,10 +317,8 @@ class PointCrossAttention(nn.Module):
             self.head_dim,
             qkv_bias=False,
             qk_norm=True,
-            attention_impl=self.attention_impl,
-            attention_chunk_size=self.attention_chunk_size,
+            options=self.options,
             name="attn",
-            **kw,
         )(queries, tokens, key_mask=token_mask)
 
 
@@ -378,12 +361,7 @@ class Encoder(nn.Module):
     head_hidden: int = 256
     quant_hidden: int = 20
     latent_dim: int = 10
-    scan_layers: bool = True
-    remat_policy: str = "none"
-    attention_impl: str = "xla"
-    attention_chunk_size: int = 1024
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    options: ModelOptions = ModelOptions()
 
     @property
     def downsample_factor(self) -> int:
@@ -391,10 +369,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, encoder_input: jax.Array, fps_xyz: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        attn_kw = dict(
-            attention_impl=self.attention_impl, attention_chunk_size=self.attention_chunk_size
-        )
+        opts = self.options
         if encoder_input.ndim != 5 or encoder_input.shape[-1] != self.in_channels:
             raise ValueError(
                 f"encoder_input: expected [B, V, S, S, {self.in_channels}], "
@@ -429,31 +404,32 @@ class Encoder(nn.Module):
             mv_heads=self.mv_heads,
             mv_head_dim=self.mv_head_dim,
             mv_ffn_dim=self.mv_ffn_dim,
-            remat_policy=self.remat_policy,
+            options=opts,
             name="trunk",
-            **attn_kw,
-            **kw,
         )(encoder_input)
         width = features.shape[-1]
-        xyz_embed = XyzEmbed(width, self.pe_num_freqs, name="xyz_embed", **kw)
+        xyz_embed = XyzEmbed(width, self.pe_num_freqs, options=opts, name="xyz_embed")
         tokens = features.reshape(b, -1, width) + xyz_embed(token_xyz.reshape(b, -1, 3))
         queries = xyz_embed(fps_xyz)
         x = PointCrossAttention(
             self.cross_heads,
             self.cross_head_dim,
             input_norm=self.cross_input_norm,
+            options=opts,
             name="cross_attn",
-            **attn_kw,
-            **kw,
         )(constrain(queries), constrain(tokens), token_mask)
         if self.pixel_aligned_rgb:
             # Channels 0:3 hold the RGB (ga_jax/data/transforms.py).
             pixel, distance = nearest_foreground_pixels(encoder_input, fps_xyz, self.xyz_channels)
             # tanh(d / 5 cm): ~linear for a point on the surface seen (d ~ mm), 1 when far.
             seen = jnp.tanh(distance / 0.05)[..., None]  # no foreground at all: d = inf -> 1
-            x = x + dense(width, (None, "embed"), name="pixel_rgb_embed", **kw)(
-                jnp.concatenate([pixel[..., 0:3], seen], axis=-1).astype(self.dtype)
-            )
+            x = x + dense(
+                width,
+                (None, "embed"),
+                dtype=opts.dtype,
+                param_dtype=opts.param_dtype,
+                name="pixel_rgb_embed",
+            )(jnp.concatenate([pixel[..., 0:3], seen], axis=-1).astype(opts.dtype))
         x = BlockStack(
             TransformerBlock,
             dict(
@@ -463,16 +439,15 @@ class Encoder(nn.Module):
                 qkv_bias=True,
                 qk_norm=True,
                 gelu_approximate=False,
-                **attn_kw,
-                **kw,
+                options=opts,
             ),
             num_layers=self.depth,
-            scan_layers=self.scan_layers,
-            remat_policy=self.remat_policy,
+            scan_layers=opts.scan_layers,
+            remat_policy=opts.remat_policy,
             name="blocks",
         )(x)
         # The head and the quant MLP are tiny; run them in float32 (the posterior's dtype).
-        f32 = dict(dtype=jnp.float32, param_dtype=self.param_dtype)
+        f32 = dict(dtype=jnp.float32, param_dtype=opts.param_dtype)
         x = LayerNorm(name="head_norm", **f32)(x)
         x = dense(self.head_hidden, ("embed", "mlp"), name="head_fc1", **f32)(x)
         x = nn.gelu(x, approximate=True)
@@ -482,6 +457,6 @@ class Encoder(nn.Module):
             2 * self.latent_dim,
             gelu_approximate=True,
             axes=("latent", None, "latent"),
+            options=opts.replace(dtype=jnp.float32),
             name="quant",
-            **f32,
         )(x)

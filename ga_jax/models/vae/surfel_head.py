@@ -13,9 +13,8 @@ are reapplied. Activations run in float32.
 
 Child spread (our addition, off by default). With the paper's initialisation every child
 starts exactly on its parent, and children stacked at one point receive nearly identical
-gradients: in the short CPU runs the f children never separated (measured: all 4,096
-finest surfels within 0.3 mm of their 256 parents after 400 steps, so the object was drawn
-as 256 dots). `child_spread` (metres per level) adds a learned per-child offset
+gradients: in the short CPU runs the children never separated, so the object was drawn as
+dots (docs/results.md). `child_spread` (metres per level) adds a learned per-child offset
 `child_offsets` [f, 3] to R[0:3], initialised to that radius along f directions spread over
 the sphere (a Fibonacci lattice), so children start apart and can move from there.
 
@@ -24,11 +23,9 @@ per level, base first, multiplies the colour columns of that level's head output
 are accumulated: c = g_0 B + g_1 R_1 + ... Under Adam a parameter moves about lr per step
 whatever its gradient's size, so a gain g makes that level's colour move g times faster and
 sends a g times larger colour gradient into the decoder, without touching the geometry
-channels that the heads' small learning rate protects. In a 44-minute synthetic run with
-gain 1, object colour was still mostly missing at step 1,404 (on training records the
-predicted and true mean colour per object correlated 0.66 / 0.15 / 0.95 in R / G / B, and
-the predicted green hardly varied: std 0.045 vs 0.162); with gain 10 on every level green's
-rose to 0.78 and the held-out novel-view PSNR from 22.6 to 23.5 dB (docs/results.md).
+channels that the heads' small learning rate protects. In the short synthetic runs object
+colour stayed mostly missing with gain 1 and came with gain 10 (docs/results.md, sixth
+session).
 
 Initialisation. Base head: zero kernel; bias zero except the scales (scale_bias_init = -2.5)
 and the quaternion's w (rotation_bias_init = 1). DESIGN.md says "zero weights except
@@ -46,7 +43,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ga_jax.models.layers import BlockStack, Dtype, LayerNorm, TransformerBlock, constrain, dense
+from ga_jax.models.common import (
+    BlockStack,
+    LayerNorm,
+    ModelOptions,
+    TransformerBlock,
+    constrain,
+    dense,
+)
 from ga_jax.rendering.surfels import Surfels
 
 __all__ = [
@@ -122,16 +126,11 @@ class Upsampler(nn.Module):
     head_init_std: float = 0.0
     child_spread: float = 0.0
     offset_scale: float = 0.225
-    scan_layers: bool = True
-    remat_policy: str = "none"
-    attention_impl: str = "xla"
-    attention_chunk_size: int = 1024
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    options: ModelOptions = ModelOptions()
 
     @nn.compact
     def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        opts = self.options
         b, n, width = features.shape
         child_tokens = self.param(
             "child_tokens",
@@ -139,12 +138,12 @@ class Upsampler(nn.Module):
                 nn.initializers.truncated_normal(0.02), ("tokens", "embed")
             ),
             (self.factor, width),
-            self.param_dtype,
+            opts.param_dtype,
         )
         groups = jnp.concatenate(
             [
-                features.reshape(b * n, 1, width).astype(self.dtype),
-                jnp.broadcast_to(child_tokens.astype(self.dtype), (b * n, self.factor, width)),
+                features.reshape(b * n, 1, width).astype(opts.dtype),
+                jnp.broadcast_to(child_tokens.astype(opts.dtype), (b * n, self.factor, width)),
             ],
             axis=1,
         )
@@ -157,17 +156,15 @@ class Upsampler(nn.Module):
                 qkv_bias=True,
                 qk_norm=True,
                 gelu_approximate=True,
-                attention_impl=self.attention_impl,
-                attention_chunk_size=self.attention_chunk_size,
-                **kw,
+                options=opts,
             ),
             num_layers=self.depth,
-            scan_layers=self.scan_layers,
-            remat_policy=self.remat_policy,
+            scan_layers=opts.scan_layers,
+            remat_policy=opts.remat_policy,
             name="blocks",
         )(groups)
         children = constrain(groups[:, 1:].reshape(b, n * self.factor, width))
-        f32 = dict(dtype=jnp.float32, param_dtype=self.param_dtype)
+        f32 = dict(dtype=jnp.float32, param_dtype=opts.param_dtype)
         residual = dense(
             self.num_channels,
             ("embed", None),
@@ -184,7 +181,7 @@ class Upsampler(nn.Module):
                     lambda key, shape, dtype: jnp.asarray(start, dtype), ("tokens", None)
                 ),
                 (self.factor, 3),
-                self.param_dtype,
+                opts.param_dtype,
             )
             per_child = jnp.tile(offsets.astype(jnp.float32), (n, 1))  # row n*factor+j -> j
             residual = residual.at[..., 0:3].add(per_child)
@@ -210,12 +207,7 @@ class SurfelHead(nn.Module):
     head_init_std: float = 0.0
     child_spread: tuple[float, ...] = ()
     color_gain: tuple[float, ...] = ()
-    scan_layers: bool = True
-    remat_policy: str = "none"
-    attention_impl: str = "xla"
-    attention_chunk_size: int = 1024
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    options: ModelOptions = ModelOptions()
 
     @property
     def num_channels(self) -> int:
@@ -249,7 +241,7 @@ class SurfelHead(nn.Module):
                 return head_output
             return head_output.at[..., 10:].multiply(gains[level])
 
-        f32 = dict(dtype=jnp.float32, param_dtype=self.param_dtype)
+        f32 = dict(dtype=jnp.float32, param_dtype=self.options.param_dtype)
         pre = dense(
             self.num_channels,
             ("embed", None),
@@ -271,12 +263,7 @@ class SurfelHead(nn.Module):
                 head_init_std=self.head_init_std,
                 child_spread=spread[level],
                 offset_scale=self.upsample_offset_scale,
-                scan_layers=self.scan_layers,
-                remat_policy=self.remat_policy,
-                attention_impl=self.attention_impl,
-                attention_chunk_size=self.attention_chunk_size,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
+                options=self.options,
                 name=f"upsample_{level}",
             )(features)
             xyz = jnp.repeat(xyz, factor, axis=-2) + self.upsample_offset_scale * jnp.tanh(

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ga_jax.models.common import ModelOptions
 from ga_jax.models.vae.decoder import Decoder
 from ga_jax.models.vae.encoder import Encoder
 from ga_jax.models.vae.latent import DiagonalGaussian
@@ -92,26 +93,24 @@ def _fields(section: Any) -> dict[str, Any]:
 
 
 def _make(cls: type, fields: dict[str, Any], where: str, **common: Any):
-    known = set(cls.__dataclass_fields__)
+    # `options` comes from config.model's own fields (dtype, scan_layers, ...), never from
+    # a section: a section setting it would shadow them.
+    known = set(cls.__dataclass_fields__) - {"parent", "name", "options"}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ValueError(
-            f"{where}: unknown field(s) {unknown} for {cls.__name__} "
-            f"(known: {sorted(known - {'parent', 'name'})})"
+            f"{where}: unknown field(s) {unknown} for {cls.__name__} (known: {sorted(known)})"
         )
     return cls(**fields, **common)
 
 
 def build_vae(cfg: Any) -> VAE:
-    """The VAE described by a model config (configs/vae/model.py documents every field)."""
-    common = dict(
-        scan_layers=cfg.scan_layers,
-        remat_policy=cfg.remat_policy,
-        attention_impl=cfg.attention_impl,
-        attention_chunk_size=cfg.attention_chunk_size,
-        dtype=jnp.dtype(cfg.dtype),
-        param_dtype=jnp.dtype(cfg.param_dtype),
-    )
+    """The VAE described by a model config (configs/vae/model.py documents every field).
+
+    One ModelOptions, from config.model's dtype, param_dtype, attention_impl,
+    attention_chunk_size, scan_layers and remat_policy, goes to every module.
+    """
+    common = dict(options=ModelOptions.from_config(cfg))
     encoder = _make(
         Encoder,
         _fields(cfg.encoder),
@@ -133,7 +132,9 @@ def build_vae(cfg: Any) -> VAE:
             f"decoder.num_heads={decoder.num_heads} and surfels.num_heads={surfel_head.num_heads}"
         )
     return VAE(
-        encoder=encoder, decoder=decoder, surfel_head=surfel_head,
+        encoder=encoder,
+        decoder=decoder,
+        surfel_head=surfel_head,
         logvar_limit=cfg.logvar_limit,
         logvar_offset=cfg.get("logvar_offset", 0.0),
         sample_posterior=cfg.get("sample_posterior", True),

@@ -1,4 +1,5 @@
-"""Image reconstruction metrics: PSNR and SSIM (Wang et al. 2004), jit-able, in float32.
+"""Image reconstruction metrics: PSNR and SSIM (Wang et al. 2004), jit-able, in float32, and
+their split over a VAE sample's encoded and novel views.
 
 SSIM uses the standard settings: an 11-tap Gaussian window with sigma 1.5, K1 = 0.01,
 K2 = 0.03, data range 1, population (not sample) statistics, computed per channel on the
@@ -10,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["psnr", "ssim"]
+__all__ = ["VIEW_METRICS", "psnr", "ssim", "view_metrics"]
 
 
 def psnr(a: jax.Array, b: jax.Array, axes=(-3, -2, -1)) -> jax.Array:
@@ -28,9 +29,7 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> jax.Array:
 def _filter(x: jax.Array, window: jax.Array) -> jax.Array:
     """Separable 'valid' filtering of x [N, H, W] with a 1-D window."""
     k = window.shape[0]
-    rows = jax.lax.conv_general_dilated(
-        x[:, None], window.reshape(1, 1, k, 1), (1, 1), "VALID"
-    )
+    rows = jax.lax.conv_general_dilated(x[:, None], window.reshape(1, 1, k, 1), (1, 1), "VALID")
     return jax.lax.conv_general_dilated(rows, window.reshape(1, 1, 1, k), (1, 1), "VALID")[:, 0]
 
 
@@ -60,3 +59,22 @@ def ssim(a: jax.Array, b: jax.Array, *, size: int = 11, sigma: float = 1.5) -> j
         (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     )
     return jnp.mean(ssim_map.reshape(lead + (-1,)), axis=-1)
+
+
+# The per-sample metrics of view_metrics, in the order evaluations report them.
+VIEW_METRICS = ("psnr", "ssim", "psnr_novel", "ssim_novel")
+
+
+def view_metrics(rgb: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
+    """VIEW_METRICS per sample of renders vs targets [B, 2K, R, R, 3], whose views are K of the
+    encoded half then K of the other half (ga_jax.data.transforms): psnr/ssim over all 2K
+    views, *_novel over the last K (PSNR of the mean squared error over the views, SSIM
+    averaged over views)."""
+    per_view_ssim = ssim(rgb, target)  # [B, 2K]
+    novel = slice(target.shape[1] // 2, None)
+    return {
+        "psnr": psnr(rgb, target, axes=(-4, -3, -2, -1)),
+        "ssim": jnp.mean(per_view_ssim, axis=-1),
+        "psnr_novel": psnr(rgb[:, novel], target[:, novel], axes=(-4, -3, -2, -1)),
+        "ssim_novel": jnp.mean(per_view_ssim[:, novel], axis=-1),
+    }

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ga_jax.evaluation.image_metrics import psnr, ssim
+from ga_jax.metrics.image import psnr, ssim
 
 
 def ssim_reference(a, b):

@@ -1,5 +1,5 @@
-"""The VAE trainer on the tiny config (issue 4, acceptance 2): smoke run, 8 devices = 1
-device, exact resume, NaN stop with the last checkpoint intact."""
+"""The VAE task through the training loop on the tiny config (issue 4, acceptance 2): smoke
+run, 8 devices = 1 device, exact resume, NaN stop with the last checkpoint intact."""
 
 from __future__ import annotations
 
@@ -11,24 +11,19 @@ import pytest
 
 from configs.vae import tiny
 from ga_jax.data.latents import LatentDataset
-from ga_jax.data.loader import make_vae_loader, to_global_batch
+from ga_jax.data.loader import make_vae_loader
+from ga_jax.data.transforms import VaeBatch
 from ga_jax.evaluation.error_regions import REGIONS
 from ga_jax.evaluation.vae_jobs import evaluate_reconstruction, extract_latents
-from ga_jax.models.vae.vae import build_vae
-from ga_jax.parallel.mesh import make_mesh
+from ga_jax.metrics.image import view_metrics
+from ga_jax.parallel.batch import to_global_batch
+from ga_jax.parallel.mesh import make_mesh, rules_context
 from ga_jax.train.checkpoint import Checkpointer
+from ga_jax.train.loop import NonFiniteLossError, make_train_step, train_and_evaluate
 from ga_jax.train.metrics_writer import read_jsonl
 from ga_jax.train.optimizers import make_optimizer
-from ga_jax.train.vae_trainer import (
-    MODEL_FIELDS,
-    NonFiniteLossError,
-    _rules_context,
-    child_distance,
-    create_train_state,
-    make_train_step,
-    train_and_evaluate,
-    view_metrics,
-)
+from ga_jax.train.state import abstract_train_state, create_train_state
+from ga_jax.train.tasks.vae import VaeTask, child_distance
 from tests.data.fake_vae_data import make_fake_dataset
 
 
@@ -60,14 +55,28 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
     """Train 2 steps, then the jobs on the checkpoint: reconstruction metrics per object and
     the latent dataset (both halves of every chunk encoded; xyz on each object's sphere)."""
     c = tiny_config(fake_roots, total_steps=2, eval_every_steps=2, checkpoint_every_steps=2)
-    last = train_and_evaluate(c, tmp_path)
+    last = train_and_evaluate(VaeTask(c), c, tmp_path)
     assert np.isfinite(last["total"]) and np.isfinite(last["eval/psnr"])
     records = read_jsonl(tmp_path / "metrics.jsonl")
     names = set().union(*records)
-    for name in ("rgb_l1/0", "rgb_l1/1", "alpha_l1/1", "kl", "grad_norm", "param_norm",
-                 "update_norm", "eval/psnr", "eval/ssim", "eval/psnr_novel", "eval/ssim_novel",
-                 "surfels/scale_mm/1", "surfels/opacity/0", "posterior/std",
-                 "posterior/mean_spread", "surfels/child_distance_mm/1"):
+    for name in (
+        "rgb_l1/0",
+        "rgb_l1/1",
+        "alpha_l1/1",
+        "kl",
+        "grad_norm",
+        "param_norm",
+        "update_norm",
+        "eval/psnr",
+        "eval/ssim",
+        "eval/psnr_novel",
+        "eval/ssim_novel",
+        "surfels/scale_mm/1",
+        "surfels/opacity/0",
+        "posterior/std",
+        "posterior/mean_spread",
+        "surfels/child_distance_mm/1",
+    ):
         assert name in names, name
     # Steps 0-1 barely move the surfel heads: base scales stay at the closed-form init,
     # softplus(-2.5) x 6.492 mm.
@@ -100,20 +109,26 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
 def test_child_distance_by_hand():
     rng = np.random.default_rng(0)
     parents, children = rng.normal(size=(2, 3, 3)), rng.normal(size=(2, 6, 3))
-    want = np.mean([np.linalg.norm(children[b, 2 * n + j] - parents[b, n])
-                    for b in range(2) for n in range(3) for j in range(2)])
+    want = np.mean(
+        [
+            np.linalg.norm(children[b, 2 * n + j] - parents[b, n])
+            for b in range(2)
+            for n in range(3)
+            for j in range(2)
+        ]
+    )
     np.testing.assert_allclose(child_distance(parents, children), want, rtol=1e-6)
 
 
 def one_step(config, mesh, host_batch):
     """(parameters before, after, metrics) of one train step on `mesh`."""
-    model, optimizer = build_vae(config.model), make_optimizer(config.optimizer)
-    with _rules_context(mesh, None):
-        state, shardings = create_train_state(model, optimizer, config, mesh, jax.random.key(0))
+    task, optimizer = VaeTask(config), make_optimizer(config.optimizer)
+    with rules_context(mesh, None):
+        state, shardings = create_train_state(task, optimizer, mesh, None, jax.random.key(0))
         before = jax.device_get(state.params)
         batch = to_global_batch(host_batch, mesh, ("data", "fsdp"))
-        step = jax.jit(make_train_step(model, optimizer, config))
-        state, metrics = step(state, batch, jax.random.key(1))
+        step = jax.jit(make_train_step(task, optimizer))
+        state, metrics = step(state, batch, jax.random.key(1), None)
     return before, jax.device_get(state.params), jax.device_get(metrics)
 
 
@@ -128,7 +143,7 @@ def test_eight_devices_equal_one(fake_roots):
     c.data.batch_size = 8
     c.optimizer.eps = 1.0
     loader = make_vae_loader(c.data)
-    host = {k: v for k, v in next(loader).items() if k in MODEL_FIELDS}
+    host = VaeBatch.from_sample(next(loader))
     p0, p1, m1 = one_step(c, make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, num_devices=1), host)
     q0, q1, m8 = one_step(c, make_mesh({"data": 4, "fsdp": 2, "tensor": 1}), host)
     for name in ("total", "grad_norm", "rgb_l1/1"):
@@ -144,13 +159,10 @@ def final_state(workdir, config, step=None):
     """(step, state) of a checkpoint of workdir (the latest by default)."""
     ckpt = Checkpointer(workdir / "checkpoints")
     step = ckpt.latest_step() if step is None else step
-    model, optimizer = build_vae(config.model), make_optimizer(config.optimizer)
+    task, optimizer = VaeTask(config), make_optimizer(config.optimizer)
     mesh = make_mesh(config.mesh.shape, num_devices=config.mesh.num_devices)
-    with _rules_context(mesh, None):
-        state, shardings = create_train_state(model, optimizer, config, mesh, jax.random.key(9))
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
-    )
+    with rules_context(mesh, None):
+        abstract, _ = abstract_train_state(task, optimizer, mesh, None, jax.random.key(9))
     return step, jax.device_get(ckpt.restore(step, abstract))
 
 
@@ -166,10 +178,11 @@ def test_resume_matches_uninterrupted_run(fake_roots, tmp_path):
     """With the PatchGAN term on, so that the discriminator and its optimiser state are part of
     what a checkpoint must carry (the plain path is covered by the smoke and NaN tests)."""
     full = with_gan(tiny_config(fake_roots, total_steps=4, checkpoint_every_steps=2), 1)
-    train_and_evaluate(full, tmp_path / "full")
+    train_and_evaluate(VaeTask(full), full, tmp_path / "full")
     killed = with_gan(tiny_config(fake_roots, total_steps=2, checkpoint_every_steps=2), 1)
-    train_and_evaluate(killed, tmp_path / "split")  # the "killed" run: stops after its checkpoint
-    train_and_evaluate(full, tmp_path / "split")  # restarted: resumes at step 2
+    # The "killed" run stops after its checkpoint; restarted, it resumes at step 2.
+    train_and_evaluate(VaeTask(killed), killed, tmp_path / "split")
+    train_and_evaluate(VaeTask(full), full, tmp_path / "split")
     step_a, state_a = final_state(tmp_path / "full", full)
     step_b, state_b = final_state(tmp_path / "split", full)
     assert step_a == step_b == 4
@@ -177,7 +190,8 @@ def test_resume_matches_uninterrupted_run(fake_roots, tmp_path):
         np.testing.assert_array_equal(a, b)
     # The discriminator trained (from step 1 on) and the generator saw its term.
     _, state_2 = final_state(tmp_path / "full", full, step=2)
-    for a, b in zip(*map(jax.tree.leaves, (state_a.disc_params, state_2.disc_params)), strict=True):
+    # extra = (discriminator params, its optimiser state)
+    for a, b in zip(*map(jax.tree.leaves, (state_a.extra[0], state_2.extra[0])), strict=True):
         assert np.any(a != b)
     records = read_jsonl(tmp_path / "split" / "metrics.jsonl")
     assert [r["step"] for r in records] == [2, 4]
@@ -188,7 +202,7 @@ def test_resume_matches_uninterrupted_run(fake_roots, tmp_path):
 def test_nan_stops_and_keeps_the_last_checkpoint(fake_roots, tmp_path):
     c = tiny_config(fake_roots, total_steps=6, checkpoint_every_steps=2, debug_nan_at_step=3)
     with pytest.raises(NonFiniteLossError, match=r"at step 3.*last good checkpoint is step 2"):
-        train_and_evaluate(c, tmp_path)
+        train_and_evaluate(VaeTask(c), c, tmp_path)
     ckpt = Checkpointer(tmp_path / "checkpoints")
     assert ckpt.all_steps() == [2]
     step, state = final_state(tmp_path, c)
