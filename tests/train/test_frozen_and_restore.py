@@ -5,6 +5,7 @@ allocates the parameters and nothing else."""
 from __future__ import annotations
 
 import gc
+import re
 
 import jax
 import numpy as np
@@ -21,6 +22,18 @@ from ga_jax.train.state import abstract_train_state, create_train_state
 from ga_jax.train.tasks.vae import VaeTask
 
 MB = 2**20
+# A dense constant in StableHLO text; large ones are printed as one hex string.
+HEX_CONSTANT = re.compile(r'dense<"0x([0-9A-Fa-f]+)">')
+
+
+def largest_hlo_constant_mb(hlo_text: str) -> float:
+    return max((len(m) // 2 for m in HEX_CONSTANT.findall(hlo_text)), default=0) / MB
+
+
+def test_the_constant_scan_sees_a_closed_over_array():
+    big = np.random.default_rng(0).random((512, 1024), np.float32)  # 2 MB, not a splat
+    text = jax.jit(lambda x: x + big).lower(np.ones((512, 1024), np.float32)).as_text()
+    assert 1.9 < largest_hlo_constant_mb(text) < 2.1
 
 
 def tiny_batch(config, batch=2) -> VaeBatch:
@@ -56,6 +69,9 @@ def test_lpips_weights_are_an_argument_not_a_constant(tmp_path):
         jaxpr = jax.make_jaxpr(step)(state, batch, jax.random.key(1), frozen)
         largest = max((np.asarray(c).nbytes for c in jaxpr.consts), default=0) / MB
         assert largest < 1.0, f"a constant of {largest:.1f} MB in the step"
+        hlo = jax.jit(step, donate_argnums=0).lower(state, batch, jax.random.key(1), frozen)
+        largest = largest_hlo_constant_mb(hlo.as_text())
+        assert largest < 1.0, f"a constant of {largest:.1f} MB in the lowered step"
         # Control: the same step with the weights closed over holds them as constants.
         closed = jax.make_jaxpr(lambda s, b, r: step(s, b, r, frozen))(
             state, batch, jax.random.key(1)
