@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.11",  # KD-trees for the data checks (jax depends on scipy anyway)
     "pillow>=10",
     "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow (clu's writers need TF)
+    "diffrax>=0.7,<0.8",  # adaptive Dopri5 sampling (ga_jax/flow/samplers.py); 0.7.2 checked
 ]
 
 setup(

@@ -28,9 +28,9 @@ from ga_jax.data.gbuffer import (
     GBufferChunk,
     GBufferError,
     read_chunk,
-    read_ply_points,
     unproject_depth,
 )
+from ga_jax.data.ply import read_ply_points
 from ga_jax.data.source import load_listing
 
 __all__ = [

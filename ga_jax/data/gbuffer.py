@@ -1,4 +1,5 @@
-"""Reader and writer of G-buffer chunk directories, FPS point-cloud PLY files (DESIGN.md section 1).
+"""Reader and writer of G-buffer chunk directories (DESIGN.md section 1); the FPS point-cloud
+PLY files are read and written by ga_jax.data.ply.
 
 A chunk directory holds V views (16 in the Objaverse data) of one object at H x H pixels:
 
@@ -19,8 +20,7 @@ A chunk directory holds V views (16 in the Objaverse data) of one object at H x 
 Pixel convention (as everywhere in ga_jax): pixel (row i, col j) has its centre at
 (x, y) = (j + 0.5, i + 0.5).
 
-`write_chunk` writes this format (the synthetic generator uses it) and `write_ply_points` the
-PLY that `read_ply_points` reads.
+`write_chunk` writes this format (the synthetic generator uses it).
 
 Every problem with the files raises GBufferError (a ValueError) whose message starts with the
 offending file's path and says what was expected and what was found.
@@ -43,10 +43,8 @@ __all__ = [
     "GBufferError",
     "encode_normals",
     "read_chunk",
-    "read_ply_points",
     "unproject_depth",
     "write_chunk",
-    "write_ply_points",
 ]
 
 # The files a chunk directory must hold (bbox.npy is ignored and may be absent).
@@ -62,7 +60,8 @@ CHUNK_FILES = (
 
 
 class GBufferError(ValueError):
-    """A G-buffer chunk or PLY file is missing, unreadable or inconsistent.
+    """A G-buffer chunk (or, through ga_jax.data.source, its PLY cloud) is missing, unreadable
+    or inconsistent.
 
     The message names the file and says what was expected and what was found.
     """
@@ -420,101 +419,6 @@ def write_chunk(
     np.save(path / "c.npy", cameras.astype(np.float32))
     (path / "caption.txt").write_text(caption, encoding="utf-8")
     (path / "ins.txt").write_text(instance_id, encoding="utf-8")
-
-
-# --------------------------------------------------------------------------------------------
-# Point clouds
-
-_PLY_FLOAT = ("float", "float32")
-
-
-def read_ply_points(path: str | os.PathLike) -> np.ndarray:
-    """float32 [P, 3] vertex positions of a binary little-endian PLY with vertex properties
-    exactly `float x`, `float y`, `float z` (in that order), e.g. `fps-4096.ply`.
-
-    The vertex element must be the first element; elements after it (faces, ...) are
-    ignored. Raises GBufferError naming the file for anything else (ASCII or big-endian
-    format, other or extra vertex properties, truncated data, NaN/inf coordinates).
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise GBufferError(f"{path}: cannot read the PLY file: {type(e).__name__}: {e}") from e
-    end = data.find(b"end_header")
-    if not data.startswith(b"ply") or end < 0:
-        raise GBufferError(
-            f"{path}: expected a PLY file (starting with 'ply', header ending in 'end_header'), "
-            f"found {data[:16]!r}..."
-        )
-    newline = data.find(b"\n", end)
-    if newline < 0:
-        raise GBufferError(f"{path}: expected a newline after 'end_header', found end of file")
-    try:
-        header = data[:end].decode("ascii").splitlines()
-    except UnicodeDecodeError as e:
-        raise GBufferError(f"{path}: expected an ASCII PLY header: {e}") from e
-    body = data[newline + 1 :]
-
-    fmt = None
-    elements: list[tuple[str, int, list[str]]] = []
-    for raw_line in header[1:]:
-        words = raw_line.split()
-        if not words or words[0] in ("comment", "obj_info"):
-            continue
-        if words[0] == "format":
-            fmt = " ".join(words[1:])
-        elif words[0] == "element" and len(words) == 3:
-            try:
-                elements.append((words[1], int(words[2]), []))
-            except ValueError as e:
-                raise GBufferError(f"{path}: bad element line {raw_line!r}") from e
-        elif words[0] == "property" and elements:
-            elements[-1][2].append(" ".join(words[1:]))
-        else:
-            raise GBufferError(f"{path}: unexpected PLY header line {raw_line!r}")
-    if not fmt or fmt.split()[0] != "binary_little_endian":
-        raise GBufferError(f"{path}: expected 'format binary_little_endian 1.0', found {fmt!r}")
-    if not elements or elements[0][0] != "vertex":
-        raise GBufferError(
-            f"{path}: expected 'vertex' as the first element, found elements "
-            f"{[name for name, _, _ in elements]}"
-        )
-    _, count, props = elements[0]
-    expected = ["float x", "float y", "float z"]
-    parsed = [p.split() for p in props]
-    exact = len(parsed) == 3 and all(
-        len(words) == 2 and words[0] in _PLY_FLOAT and words[1] == axis
-        for words, axis in zip(parsed, "xyz", strict=False)
-    )
-    if not exact:
-        raise GBufferError(f"{path}: expected vertex properties exactly {expected}, found {props}")
-    need = count * 12
-    if count < 0 or len(body) < need:
-        raise GBufferError(
-            f"{path}: expected {count} vertices x 12 bytes = {need} bytes of data, found "
-            f"{len(body)} bytes (truncated file?)"
-        )
-    points = np.frombuffer(body, dtype="<f4", count=count * 3).reshape(count, 3)
-    if not np.all(np.isfinite(points)):
-        raise GBufferError(f"{path}: expected finite coordinates, found NaN/inf")
-    return points.astype(np.float32)
-
-
-def write_ply_points(path: str | os.PathLike, points: np.ndarray) -> None:
-    """Write points [P, 3] as the binary little-endian `float x, y, z` PLY that
-    read_ply_points reads (the layout of the data's fps-4096.ply)."""
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] != 3:
-        raise ValueError(f"points: expected shape [P, 3], got {points.shape}")
-    if not np.all(np.isfinite(points)):
-        raise ValueError(f"points: expected finite coordinates for {path}, found NaN/inf")
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"element vertex {points.shape[0]}\n"
-        "property float x\nproperty float y\nproperty float z\nend_header\n"
-    )
-    Path(path).write_bytes(header.encode("ascii") + points.astype("<f4").tobytes())
 
 
 # --------------------------------------------------------------------------------------------

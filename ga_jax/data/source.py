@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ga_jax.data.gbuffer import GBufferChunk, GBufferError, read_chunk, read_ply_points
+from ga_jax.data.gbuffer import GBufferChunk, GBufferError, read_chunk
+from ga_jax.data.ply import PlyError, read_ply_points
 
 __all__ = ["VaeRecord", "VaeRecordSource", "chunk_view_count", "load_listing", "read_record"]
 
@@ -189,7 +190,10 @@ def read_record(
             f"{ply}: missing FPS point cloud for chunk {record.chunk_path} (expected "
             f"<fps_root>/<ins.txt>/{record.fps_file})"
         )
-    points = read_ply_points(ply)
+    try:
+        points = read_ply_points(ply)
+    except PlyError as e:  # the loader's on_error policy handles one error type
+        raise GBufferError(str(e)) from e
     if points.shape[0] < min_points:
         raise GBufferError(
             f"{ply}: expected at least fps_points = {min_points} points, found {points.shape[0]}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ga_jax.data.gbuffer import write_ply_points
+from ga_jax.data.ply import write_ply_points
 
 FOCAL = 1.3889
 

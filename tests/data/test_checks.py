@@ -23,7 +23,8 @@ from ga_jax.data.checks import (
     normal_agreement,
     solid_surface_points,
 )
-from ga_jax.data.gbuffer import GBufferChunk, read_chunk, read_ply_points
+from ga_jax.data.gbuffer import GBufferChunk, read_chunk
+from ga_jax.data.ply import read_ply_points
 from ga_jax.rendering.cameras import look_at
 
 DUCK_CLOUD_TO_SURFACE = 0.04  # metres, see the module docstring

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ga_jax.data.fps import farthest_point_sample
-from ga_jax.data.gbuffer import GBufferError, read_ply_points, write_ply_points
+from ga_jax.data.ply import PlyError, read_ply_points, write_ply_points
 
 
 def brute_force_fps(points, k, start):
@@ -57,4 +57,4 @@ def test_ply_round_trip(tmp_path):
     np.testing.assert_array_equal(read_ply_points(tmp_path / "a.ply"), points)
     with pytest.raises(ValueError, match="finite"):
         write_ply_points(tmp_path / "b.ply", points * np.nan)
-    assert issubclass(GBufferError, ValueError)
+    assert issubclass(PlyError, ValueError)

@@ -1,5 +1,5 @@
-"""Tests of ga_jax.data.gbuffer: the G-buffer chunk reader and writer, the PLY reader and
-unproject_depth.
+"""Tests of ga_jax.data.gbuffer: the G-buffer chunk reader and writer and unproject_depth
+(the PLY reader: test_ply.py).
 
 The real-data tests read ../shared/data (next to the repository) and skip when it is absent.
 Expected values come from independent computations: explicit matrix inverses for the
@@ -21,10 +21,10 @@ from ga_jax.data.gbuffer import (
     CHUNK_FILES,
     GBufferError,
     read_chunk,
-    read_ply_points,
     unproject_depth,
     write_chunk,
 )
+from ga_jax.data.ply import read_ply_points
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 GBUFFER = DATA / "objaverse_gbuffer"
@@ -168,23 +168,6 @@ def test_normals_face_the_camera_and_match_depth(deer):
         inner &= solid[2:, 1:-1] & solid[:-2, 1:-1]
         cos = np.abs(np.sum(g * n[1:-1, 1:-1], axis=-1))[inner]
         assert np.median(cos) > 0.95, (v, np.median(cos))
-
-
-def test_read_real_ply():
-    points = read_ply_points(fps_path("10120"))
-    raw = fps_path("10120").read_bytes()
-    body = raw[raw.index(b"end_header\n") + len(b"end_header\n") :]
-    np.testing.assert_array_equal(points, np.frombuffer(body, "<f4").reshape(4096, 3))
-
-
-# --------------------------------------------------------------------------------------------
-# Synthetic data (no real data needed)
-
-
-def write_ply(path: Path, points: np.ndarray, props=("float x", "float y", "float z"), fmt=None):
-    header = ["ply", f"format {fmt or 'binary_little_endian'} 1.0", f"element vertex {len(points)}"]
-    header += [f"property {p}" for p in props] + ["end_header"]
-    path.write_bytes(("\n".join(header) + "\n").encode() + points.astype("<f4").tobytes())
 
 
 def test_unproject_depth_matches_explicit_inverse():
@@ -353,46 +336,6 @@ def test_write_chunk_rejects_what_the_reader_rejects(tmp_path):
             write_chunk(tmp_path / name, **{**good, name: value})
         assert str(tmp_path / name) in str(info.value)
         assert not (tmp_path / name).exists()
-
-
-def test_ply_round_trip(tmp_path):
-    points = np.random.default_rng(2).uniform(-0.45, 0.45, (37, 3)).astype(np.float32)
-    write_ply(tmp_path / "a.ply", points, props=("float x", "float y", "float32 z"))
-    np.testing.assert_array_equal(read_ply_points(tmp_path / "a.ply"), points)
-
-
-@pytest.mark.parametrize(
-    "props, fmt, problem",
-    [
-        (("float x", "float y", "float z"), "ascii", "binary_little_endian"),
-        (("float x", "float y", "float z"), "binary_big_endian", "binary_little_endian"),
-        (("double x", "double y", "double z"), None, "double x"),
-        (("float x", "float y", "float z", "float nx"), None, "float nx"),
-        (("float y", "float x", "float z"), None, "float y"),
-        (("float x", "float y"), None, "exactly"),
-    ],
-)
-def test_ply_bad_properties(tmp_path, props, fmt, problem):
-    path = tmp_path / "bad.ply"
-    write_ply(path, np.zeros((4, len(props)), np.float32), props=props, fmt=fmt)
-    with pytest.raises(GBufferError) as info:
-        read_ply_points(path)
-    assert str(path) in str(info.value) and problem in str(info.value)
-
-
-def test_ply_truncated_and_missing(tmp_path):
-    path = tmp_path / "short.ply"
-    write_ply(path, np.zeros((10, 3), np.float32))
-    path.write_bytes(path.read_bytes()[:-7])
-    with pytest.raises(GBufferError, match="truncated") as info:
-        read_ply_points(path)
-    assert str(path) in str(info.value)
-    with pytest.raises(GBufferError) as info:
-        read_ply_points(tmp_path / "absent.ply")
-    assert str(tmp_path / "absent.ply") in str(info.value)
-    (tmp_path / "junk.ply").write_bytes(b"\x89PNG not a ply")
-    with pytest.raises(GBufferError, match="expected a PLY"):
-        read_ply_points(tmp_path / "junk.ply")
 
 
 # --------------------------------------------------------------------------------------------

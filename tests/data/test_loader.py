@@ -20,8 +20,9 @@ from PIL import Image
 
 from configs.common import data_config
 from ga_jax.data.checks import nearest_distances
-from ga_jax.data.gbuffer import GBufferError, read_chunk, read_ply_points
+from ga_jax.data.gbuffer import GBufferError, read_chunk
 from ga_jax.data.loader import make_vae_loader
+from ga_jax.data.ply import read_ply_points
 from ga_jax.data.transforms import resize_maps
 from ga_jax.parallel.batch import to_global_batch
 from ga_jax.parallel.mesh import make_mesh
@@ -161,14 +162,13 @@ def test_shard_options_default_to_the_process(roots):
 # Bad input
 
 
-def write_ply_with_normals(path, points):
+def write_ply_without_z(path, points):
     header = (
         "ply\nformat binary_little_endian 1.0\n"
         f"element vertex {len(points)}\n"
-        "property float x\nproperty float y\nproperty float z\nproperty float nx\nend_header\n"
+        "property float x\nproperty float y\nproperty float nz\nend_header\n"
     )
-    data = np.concatenate([points, np.zeros((len(points), 1))], axis=1).astype("<f4")
-    path.write_bytes(header.encode() + data.tobytes())
+    path.write_bytes(header.encode() + points.astype("<f4").tobytes())
 
 
 def corrupt(chunk, fps_ply, case):
@@ -192,13 +192,13 @@ def corrupt(chunk, fps_ply, case):
         image = np.asarray(Image.open(file))
         Image.fromarray(image[:, :-5]).save(file)
         return file, "width a multiple of the height"
-    if case == "ply extra fields":
-        write_ply_with_normals(fps_ply, read_ply_points(fps_ply))
-        return fps_ply, "expected vertex properties exactly"
+    if case == "ply without z":
+        write_ply_without_z(fps_ply, read_ply_points(fps_ply))
+        return fps_ply, "expected vertex properties x, y and z"
     raise AssertionError(case)
 
 
-CASES = ["truncated image", "missing file", "nan camera", "wrong tile width", "ply extra fields"]
+CASES = ["truncated image", "missing file", "nan camera", "wrong tile width", "ply without z"]
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ import pytest
 from scipy.spatial import cKDTree
 
 from ga_jax.data import synthetic
-from ga_jax.data.gbuffer import read_chunk, read_ply_points, unproject_depth, write_chunk
+from ga_jax.data.gbuffer import read_chunk, unproject_depth, write_chunk
+from ga_jax.data.ply import read_ply_points
 
 SEED = 0
 # Objects 0..5 of seed 0: cylinder, torus, composition (cylinder on cube), torus, box, cone.

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from ga_jax.data.fps import farthest_point_sample
-from ga_jax.data.gbuffer import read_chunk, read_ply_points, unproject_depth
+from ga_jax.data.gbuffer import read_chunk, unproject_depth
+from ga_jax.data.ply import read_ply_points
 from ga_jax.data.source import VaeRecordSource
 from ga_jax.data.transforms import (
     IMAGENET_MEAN,

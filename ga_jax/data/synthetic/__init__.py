@@ -1,8 +1,9 @@
 """Synthetic G-buffer dataset: procedural primitives rendered exactly into the Objaverse format.
 
 Every file is written in exactly the format that `ga_jax.data.gbuffer.read_chunk` and
-`read_ply_points` read for the real data (DESIGN.md section 1), so that training, tests and
-demos run offline on data made on the fly. CLI: `python -m launch.make_synthetic`.
+`ga_jax.data.ply.read_ply_points` read for the real data (DESIGN.md section 1), so that
+training, tests and demos run offline on data made on the fly. CLI:
+`python -m launch.make_synthetic`.
 
 One module per job, in the order the generator uses them:
 

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from ga_jax.data.fps import farthest_point_sample
-from ga_jax.data.gbuffer import write_chunk, write_ply_points
+from ga_jax.data.gbuffer import write_chunk
+from ga_jax.data.ply import write_ply_points
 from ga_jax.data.synthetic.cameras import chunk_cameras
 from ga_jax.data.synthetic.objects import make_object
 from ga_jax.data.synthetic.render import render_views
