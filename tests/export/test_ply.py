@@ -11,7 +11,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from ga_jax.data.ply import PlyError, read_ply_vertices, write_ply_vertices
-from ga_jax.export import (
+from ga_jax.export.ply import (
     SH_C0,
     SURFEL_PLY_PROPERTIES,
     logit_to_opacity,
