@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import gzip
-import importlib.util
 import json
 import os
 import platform
@@ -35,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs.loading import load_config
 from ga_jax.data.transforms import VaeBatch
 from ga_jax.parallel.mesh import make_mesh, rules_context
 from ga_jax.rendering.cameras import orbit_cameras
@@ -44,14 +44,6 @@ from ga_jax.train.state import create_train_state
 from ga_jax.train.tasks.vae import VaeTask
 
 GPU_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
-
-
-def load_config(path: str):
-    name, _, variant = path.partition(":")
-    spec = importlib.util.spec_from_file_location("bench_config", name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant or None)
 
 
 def camera_rows(views: int) -> np.ndarray:

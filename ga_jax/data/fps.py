@@ -7,31 +7,40 @@ VAE's 768 query points and the data's fps-4096.ply clouds are made this way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 __all__ = ["farthest_point_sample"]
 
 
-def farthest_point_sample(points: np.ndarray, k: int, start: int = 0) -> np.ndarray:
+def farthest_point_sample(
+    points: np.ndarray, k: int, start: int | Sequence[int] = 0
+) -> np.ndarray:
     """int64 [k] indices into points [P, 3] chosen by FPS from index `start`.
 
-    Ties are broken towards the lowest index (np.argmax), so the result is a pure function of
-    (points, k, start). Cost O(P k); float64 distances so that the choice does not depend on
-    summation order.
+    `start` may also be a sequence of distinct indices: they are the first picks, in order,
+    and FPS continues from the whole set (editing uses this to add points where a kept cloud
+    is sparsest). Ties are broken towards the lowest index (np.argmax), so the result is a
+    pure function of (points, k, start). Cost O(P k); float64 distances so that the choice
+    does not depend on summation order.
     """
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points: expected shape [P, 3], got {points.shape}")
     num = points.shape[0]
-    if not 0 < k <= num:
-        raise ValueError(f"k: expected 1 <= k <= P = {num}, got {k}")
-    if not 0 <= start < num:
-        raise ValueError(f"start: expected an index in [0, {num}), got {start}")
+    starts = np.atleast_1d(np.asarray(start, dtype=np.int64))
+    if not len(starts) <= k <= num or k < 1:
+        raise ValueError(f"k: expected {max(len(starts), 1)} <= k <= P = {num}, got {k}")
+    if starts.ndim != 1 or not len(starts) or np.any((starts < 0) | (starts >= num)):
+        raise ValueError(f"start: expected index(es) in [0, {num}), got {start}")
+    if len(np.unique(starts)) != len(starts):
+        raise ValueError(f"start: expected distinct indices, got {start}")
     # Per-axis contiguous float64 arrays and in-place updates (no [P, 3] temporaries per
     # step): ~0.1 s for 4,096 of 12,288 points, ~10x faster than the vectorised one-liner.
     x, y, z = np.ascontiguousarray(points.T, dtype=np.float64)
     chosen = np.empty(k, dtype=np.int64)
-    chosen[0] = start
+    chosen[: len(starts)] = starts
     dist = np.full(num, np.inf)
     tmp, acc = np.empty(num), np.empty(num)
     for i in range(1, k):
@@ -45,5 +54,6 @@ def farthest_point_sample(points: np.ndarray, k: int, start: int = 0) -> np.ndar
         tmp *= tmp
         acc += tmp
         np.minimum(dist, acc, out=dist)
-        chosen[i] = int(np.argmax(dist))
+        if i >= len(starts):
+            chosen[i] = int(np.argmax(dist))
     return chosen

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from ga_jax.flow.paths import coefficients, data_estimate
 
-__all__ = ["Guidance", "drop_condition", "guided_velocity", "guide"]
+__all__ = ["Guidance", "GuidedVelocity", "drop_condition", "guided_velocity", "guide"]
 
 _RESCALE_MIN_NOISE = 1e-3
 
@@ -108,6 +108,44 @@ def guided_velocity(
     return v + guidance.rescale * (ratio - 1.0) * x1_guided * dv_dx1
 
 
+class GuidedVelocity:
+    """The guided velocity function built by `guide` (see there). Hashable and equal for
+    equal (velocity, guidance, null_condition identity), so the samplers, which take the
+    velocity as a static argument, compile once per model and guidance, not once per call."""
+
+    def __init__(self, velocity: Callable[..., jax.Array], guidance: Guidance, null_condition):
+        self.velocity, self.guidance, self.null_condition = velocity, guidance, null_condition
+
+    def _key(self):
+        null = self.null_condition
+        return (self.velocity, self.guidance, None if null is None else id(null))
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, GuidedVelocity) and self._key() == other._key()
+
+    def __call__(self, x, t, args):
+        params, condition = args
+        lo, hi = self.guidance.interval
+        null = self.null_condition
+        if null is None:
+            null = jax.tree.map(jnp.zeros_like, condition)
+
+        def both(_):
+            nulls = jax.tree.map(lambda c, n: jnp.broadcast_to(n, c.shape), condition, null)
+            stacked = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), condition, nulls)
+            out = self.velocity(jnp.concatenate([x, x]), t, (params, stacked))
+            v_c, v_u = jnp.split(out, 2)
+            return guided_velocity(v_c, v_u, x, t, self.guidance)
+
+        def conditional(_):  # float32 like the guided branch (lax.cond needs one type)
+            return self.velocity(x, t, (params, condition)).astype(jnp.float32)
+
+        return jax.lax.cond((t >= lo) & (t <= hi), both, conditional, None)
+
+
 def guide(
     velocity: Callable[..., jax.Array], guidance: Guidance, null_condition: Any = None
 ) -> Callable[..., jax.Array]:
@@ -119,24 +157,4 @@ def guide(
     `velocity` itself: guidance is then the conditional prediction with no extra call."""
     if not guidance.active:
         return velocity
-    lo, hi = guidance.interval
-
-    def guided(x, t, args):
-        params, condition = args
-        null = null_condition
-        if null is None:
-            null = jax.tree.map(jnp.zeros_like, condition)
-
-        def both(_):
-            nulls = jax.tree.map(lambda c, n: jnp.broadcast_to(n, c.shape), condition, null)
-            stacked = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), condition, nulls)
-            out = velocity(jnp.concatenate([x, x]), t, (params, stacked))
-            v_c, v_u = jnp.split(out, 2)
-            return guided_velocity(v_c, v_u, x, t, guidance)
-
-        def conditional(_):  # float32 like the guided branch (lax.cond needs one type)
-            return velocity(x, t, (params, condition)).astype(jnp.float32)
-
-        return jax.lax.cond((t >= lo) & (t <= hi), both, conditional, None)
-
-    return guided
+    return GuidedVelocity(velocity, guidance, null_condition)

@@ -28,9 +28,10 @@ stages with the last reused as the next step's first (FSAL): 1 + 6 per attempted
 (accepted or rejected). The counts are checked against run-time evaluations in
 tests/flow/test_samplers.py.
 
-Noise: row p of sample s of a run with seed k is normal(fold_in(fold_in(key(k), s), p)),
-a pure function of (seed, sample, point), so an edit that keeps, moves or deletes points
-keeps every surviving point's row bit for bit and gives new points rows from their index.
+Noise: row p of sample s of a run with seed k and stream r is
+normal(fold_in(fold_in(fold_in(key(k), r), s), p)), a pure function of (seed, stream, sample,
+point), so an edit that keeps, moves or deletes points keeps every surviving point's row bit
+for bit and gives new points rows from their index.
 
 Inpainting (every sampler): rows marked known follow the path between their own noise (their
 rows of x0) and their known values, x_t = a(t) x1 + b(t) x0. Before every velocity evaluation
@@ -129,13 +130,15 @@ class SampleResult(NamedTuple):
 
 
 def initial_noise(
-    seed: int | jax.Array, samples: jax.Array, points: jax.Array, dim: int
+    seed: int | jax.Array, samples: jax.Array, points: jax.Array, dim: int, stream: int = 0
 ) -> jax.Array:
     """Standard normal float32 noise [S, N, dim]: row (s, p) is
-    normal(fold_in(fold_in(key(seed), samples[s]), points[p]), (dim,)), a function of
-    (seed, sample index, point index) only, so subsets and reorderings of either index list
-    give the same rows bit for bit."""
-    base = jax.random.key(seed)
+    normal(fold_in(fold_in(fold_in(key(seed), stream), samples[s]), points[p]), (dim,)), a
+    function of (seed, stream, sample index, point index) only, so subsets and reorderings
+    of either index list give the same rows bit for bit. `stream` separates the noises of one
+    seed (the pipeline uses the stage number: stage 1's xyz noise and stage 2's feature noise
+    must not be the same draws)."""
+    base = jax.random.fold_in(jax.random.key(seed), stream)
 
     def row(s, p):
         key = jax.random.fold_in(jax.random.fold_in(base, s), p)

@@ -11,14 +11,14 @@ from ga_jax.data.ply import PlyError, read_ply_points, write_ply_points
 
 def brute_force_fps(points, k, start):
     """Each step recomputes every point's distance to the whole chosen set from scratch."""
-    chosen = [start]
-    for _ in range(k - 1):
+    chosen = list(np.atleast_1d(start))
+    for _ in range(k - len(chosen)):
         d = [min(np.sum((p - points[c]) ** 2) for c in chosen) for p in points]
         chosen.append(int(np.argmax(d)))
     return np.array(chosen)
 
 
-@pytest.mark.parametrize("seed,start", [(0, 0), (1, 7), (2, 39)])
+@pytest.mark.parametrize("seed,start", [(0, 0), (1, 7), (2, 39), (3, [5, 2, 30])])
 def test_fps_matches_brute_force(seed, start):
     points = np.random.default_rng(seed).normal(size=(40, 3)).astype(np.float32)
     np.testing.assert_array_equal(
@@ -49,6 +49,10 @@ def test_fps_rejects_bad_arguments():
         farthest_point_sample(np.zeros((5, 3)), 6)
     with pytest.raises(ValueError, match=r"points: expected shape \[P, 3\]"):
         farthest_point_sample(np.zeros((5, 2)), 2)
+    with pytest.raises(ValueError, match="start: expected distinct"):
+        farthest_point_sample(np.zeros((5, 3)), 3, start=[1, 1])
+    with pytest.raises(ValueError, match="k: expected 3 <= k"):
+        farthest_point_sample(np.zeros((5, 3)), 2, start=[0, 1, 2])
 
 
 def test_ply_round_trip(tmp_path):

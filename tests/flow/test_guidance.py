@@ -159,3 +159,27 @@ def test_guided_sampling_equals_sampling_the_combined_velocity(name):
     plain = sample(toy_network, x, (args[0], {"c": jnp.asarray(s * c)}), settings)
     assert bool(guided.success)
     np.testing.assert_allclose(guided.x, plain.x, rtol=2e-5, atol=2e-5)
+
+
+def test_guided_functions_compare_equal_so_sampling_compiles_once():
+    """The samplers take the velocity as a static argument: building the guided function
+    again for the same network and guidance must hit the compilation cache."""
+    from ga_jax.flow.samplers import sample
+
+    calls = []
+
+    def velocity(x, t, args):
+        calls.append(1)  # runs only while tracing
+        params, condition = args
+        return params * x + condition
+
+    g = Guidance(2.0, interval=(0.2, 0.8))
+    assert guide(velocity, g) == guide(velocity, g)
+    assert hash(guide(velocity, g)) == hash(guide(velocity, g))
+    assert guide(velocity, g) != guide(velocity, Guidance(3.0))
+    x0 = jnp.ones((2, 3, 1))
+    args = (jnp.float32(0.5), jnp.ones((2, 3, 1)))
+    sample(guide(velocity, g), x0, args)
+    traced = len(calls)
+    sample(guide(velocity, g), x0, args)
+    assert len(calls) == traced  # no new trace

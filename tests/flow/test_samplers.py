@@ -106,8 +106,10 @@ def test_noise_rows_depend_only_on_seed_sample_and_point():
     subset = np.asarray(initial_noise(7, jnp.array([2, 0]), jnp.array([9, 3, 4]), 4))
     np.testing.assert_array_equal(subset, full[[2, 0]][:, [9, 3, 4]])
     # Independent reference: the documented key derivation, one row at a time.
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(7), 1), 6)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.key(7), 0), 1), 6)
     np.testing.assert_array_equal(full[1, 6], jax.random.normal(key, (4,), jnp.float32))
+    stream_2 = np.asarray(initial_noise(7, jnp.arange(3), jnp.arange(10), 4, stream=2))
+    assert not np.any(stream_2 == full)  # the stages of one seed draw different noise
     rows = full.reshape(-1, 4)
     assert len(np.unique(rows, axis=0)) == len(rows)  # no two (sample, point) rows alike
     other = np.asarray(initial_noise(8, jnp.arange(3), jnp.arange(10), 4))

@@ -1,4 +1,5 @@
-"""Every VAE config builds, and the real-object split is what configs/vae/real.py says."""
+"""Every config builds (VAE, flow stages, sampling), and the real-object split is what
+configs/vae/real.py says."""
 
 from __future__ import annotations
 
@@ -33,3 +34,36 @@ def test_real_split_holds_out_chunk_3_of_every_object(monkeypatch):
     assert all(c.endswith("/3") for c in held)
     # Every record of the held-out chunks is evaluated: full batches, nothing dropped.
     assert 2 * len(held) == config.eval_data.batch_size * config.train.eval_batches
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "configs/flow/tiny.py:1",
+        "configs/flow/tiny.py:2,text",
+        "configs/flow/small.py:1,text",
+        "configs/flow/small.py:2,image",
+        "configs/sample/default.py",
+        "configs/sample/edit.py:random_tiny",
+    ],
+)
+def test_flow_and_sample_configs_load(spec):
+    from configs.loading import load_config
+    from ga_jax.models.flow.build import build_dit
+
+    config = load_config(spec)
+    assert config.is_locked
+    if "flow" in spec:
+        model = build_dit(config.model)
+        assert model.xyz_condition == (config.stage == 2)
+
+
+def test_bad_config_variants_are_named():
+    from configs.loading import load_config
+
+    with pytest.raises(ValueError, match="configs/flow/small.py: expected"):
+        load_config("configs/flow/small.py:1")
+    with pytest.raises(ValueError, match="condition: expected one of"):
+        load_config("configs/flow/small.py:1,audio")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_config("configs/flow/huge.py")

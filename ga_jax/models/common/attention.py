@@ -132,6 +132,7 @@ class Attention(nn.Module):
     out_features: int | None = None
     qkv_bias: bool = False
     qk_norm: bool = False
+    norm_epsilon: float = 1e-6  # of the QK-RMSNorm (the flow DiTs use the reference's 1e-5)
     options: ModelOptions = ModelOptions()
 
     @nn.compact
@@ -157,7 +158,7 @@ class Attention(nn.Module):
         if self.qk_norm:
             norm = functools.partial(
                 nn.RMSNorm,
-                epsilon=1e-6,
+                epsilon=self.norm_epsilon,
                 dtype=jnp.float32,
                 param_dtype=opts.param_dtype,
                 scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("kv",)),

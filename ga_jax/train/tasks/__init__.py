@@ -9,7 +9,10 @@ from ga_jax.train.task import Task
 __all__ = ["TASKS", "make_task"]
 
 # name -> "module:class"; imported on demand (a task may need packages others do not).
-TASKS = {"vae": "ga_jax.train.tasks.vae:VaeTask"}
+TASKS = {
+    "vae": "ga_jax.train.tasks.vae:VaeTask",
+    "flow": "ga_jax.train.tasks.flow:FlowTask",
+}
 
 
 def make_task(config) -> Task:

@@ -1,0 +1,121 @@
+"""The flow-stage training config shared by configs/flow/*.py (ga_jax/train/tasks/flow.py).
+
+`base_config(stage, condition, size)` builds on the DiT section of configs/flow/model.py;
+a variant overrides only what differs:
+
+    task, stage     'flow'; 1 (the latent's xyz) or 2 (its features given the xyz)
+    model           the stage DiT (configs/flow/model.py)
+    condition       the conditioner (ga_jax/models/conditioning/build.py: name + fields)
+    flow            path 'gvp' (the paper's) | 'linear'; time_sampling 'uniform' |
+                    'logit_normal' (with logit_normal_mean / _std); condition_dropout, the
+                    probability of training a sample unconditionally (guidance needs it);
+                    xyz_scale: stage 1's data is xyz / xyz_scale (0.164 makes the objects'
+                    coordinates unit-scale); feature_scale: stage 2's data is h *
+                    feature_scale (the paper: 1 image, 4 text); guidance_scale: the sampling
+                    default (DESIGN.md: 4.5 image, 4.0 text)
+    data            the latent dataset (ga_jax/data/flow_loader.py): root, batch_size
+                    (global), seed, shuffle, num_epochs, latent_field 'sample' | 'mean',
+                    use_images (read one conditioning view per object)
+    eval_data       the same for the held-out batches (one ordered pass)
+    eval            sampling during evaluation: seed, guidance_scale, sampler
+                    (ga_jax.flow.samplers.SamplerSettings fields)
+    optimizer       AdamW groups (ga_jax/train/optimizers.py): the DiT, a trainable encoder
+    train, mesh     as every task of ga_jax/train/loop.py
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs.flow.model import dit_model
+from configs.paths import data_root
+
+CONDITIONS = ("image", "text")
+
+
+def condition_config(condition: str, size: str) -> ml_collections.ConfigDict:
+    """The conditioner of a size: the paper's frozen DINOv2 / CLIP, the offline small ones
+    (the trainable image encoder, MiniLM), 'none' for tiny test configs."""
+    c = ml_collections.ConfigDict()
+    if size == "paper":
+        c.name = "dinov2" if condition == "image" else "clip_text"
+        c.weights = ""  # a local directory / file; required (nothing is downloaded)
+    elif size == "small":
+        c.name = "image_encoder" if condition == "image" else "minilm"
+    else:
+        c.name = "none"
+    return c
+
+
+def data_config(root: str, condition: str) -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
+    d.root = root
+    d.batch_size = 32
+    d.seed = 0
+    d.shuffle = True
+    d.num_epochs = config_dict.placeholder(int)  # None = repeat forever
+    d.latent_field = "sample"
+    d.use_images = condition == "image"
+    return d
+
+
+def base_config(stage: int, condition: str, size: str) -> ml_collections.ConfigDict:
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition: expected one of {CONDITIONS}, got {condition!r}")
+    c = ml_collections.ConfigDict()
+    c.task = "flow"
+    c.stage = stage
+    c.seed = 0
+    c.init_from = ""
+    c.model = dit_model(stage, condition, size)
+    c.condition = condition_config(condition, size)
+
+    c.flow = ml_collections.ConfigDict()
+    f = c.flow
+    f.path = "gvp"
+    f.time_sampling = "uniform"
+    f.logit_normal_mean = 0.0
+    f.logit_normal_std = 1.0
+    f.condition_dropout = 0.1
+    f.xyz_scale = 0.164
+    f.feature_scale = 1.0 if condition == "image" else 4.0
+    f.guidance_scale = 4.5 if condition == "image" else 4.0
+
+    root = data_root() + "/latents"
+    c.data = data_config(root, condition)
+    c.eval_data = data_config(root + "_heldout", condition)
+    c.eval_data.shuffle = False
+    c.eval_data.num_epochs = 1
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.seed = 0
+    c.eval.guidance_scale = f.get_ref("guidance_scale")
+    c.eval.sampler = ml_collections.ConfigDict(
+        dict(name="euler", steps=25, shift=1.0, rtol=1e-3, atol=1e-6, max_steps=1024, dt0=0.01)
+    )
+
+    c.optimizer = ml_collections.ConfigDict()
+    o = c.optimizer
+    o.clip_norm = 1.0
+    o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
+    o.warmup_steps = 0
+    o.decay_steps = 0
+    o.final_lr_fraction = 0.0
+    # DESIGN.md section 6: AdamW lr 1e-4, weight decay 0.05.
+    o.groups = (("dit", r"^dit/", 1e-4, 0.05), ("condition", r"^condition/", 1e-4, 0.05))
+
+    c.train = ml_collections.ConfigDict()
+    t = c.train
+    t.total_steps = 1_000_000
+    t.log_every_steps = 50
+    t.eval_every_steps = 5_000
+    t.eval_batches = 2
+    t.checkpoint_every_steps = 5_000
+    t.keep_checkpoints = 3
+    t.time_limit_minutes = 0.0
+    t.ema_decay = 0.0
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shape = {"data": -1, "fsdp": 1, "tensor": 1}
+    c.mesh.num_devices = -1
+    c.mesh.rules = config_dict.placeholder(tuple)
+    return c

@@ -1,0 +1,1 @@
+"""Condition encoders of the flow stages, each -> (tokens, pooled)."""

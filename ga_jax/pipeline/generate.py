@@ -1,0 +1,500 @@
+"""The generation Pipeline: condition -> stage 1 (points) -> stage 2 (features) -> decode
+(DESIGN.md sections 0 and 6), and the reruns that editing needs.
+
+    pipe = Pipeline.from_runs(vae_workdir, stage1_workdir, stage2_workdir)
+    out = pipe.run(prompt="a red cube", seed=0, num_samples=4, steps=25, guidance=4.0)
+    out.xyz, out.features, out.surfels          # [S, P, 3], [S, P, C], Surfels [S, ...]
+    edited = pipe.edit(out.sample(0), cloud)    # stage 2 again with the stored noise
+
+Noise: sample s of seed k starts stage 1 from initial_noise(k, s, point ids, 3, stream=1)
+and stage 2 from initial_noise(k, s, point ids, C, stream=2) (ga_jax/flow/samplers.py), so
+a sample is reproducible from (seed, s) alone and an edit can keep every surviving point's
+rows. `points=` skips stage 1: the cloud is FPS'd to the latent's point count P and rescaled
+only when it falls outside the latent frame's box [-0.45, 0.45]^3.
+
+Each stage was trained by ga_jax/train/tasks/flow.py: stage 1's data is xyz / xyz_scale,
+stage 2's is h * feature_scale, both read from the stage's training config. Guidance is
+classifier-free (ga_jax/flow/guidance.py) with the null condition the training dropout used
+(zeros); a pipeline without a condition (no prompt or image given) runs unguided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ga_jax.data.fps import farthest_point_sample
+from ga_jax.flow.guidance import Guidance, guide
+from ga_jax.flow.samplers import Known, SampleResult, SamplerSettings, initial_noise, sample
+from ga_jax.models.conditioning.build import build_conditioner
+from ga_jax.models.flow.build import build_dit
+from ga_jax.models.flow.dit import PointDiT
+from ga_jax.models.flow.stage import StageVelocity, init_stage_params
+from ga_jax.models.vae.vae import VAE, abstract_variables, build_vae
+from ga_jax.pipeline.edit import EditableCloud, Region, region_mask
+from ga_jax.rendering.surfels import Surfels
+from ga_jax.train.checkpoint import restore_params
+
+log = logging.getLogger(__name__)
+
+# The latent frame: objects live in [-BOX, BOX]^3 (DESIGN.md section 1).
+BOX = 0.45
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowStage:
+    """One trained stage: its DiT, parameters {'dit'[, 'condition']}, the scale between the
+    data and the stage's x (stage 1: xyz_scale, x = xyz / scale; stage 2: feature_scale,
+    x = h * scale), the path it was trained on and its default guidance scale."""
+
+    model: PointDiT
+    params: Any
+    scale: float
+    path: str = "gvp"
+    guidance_scale: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One generated (or edited) object: its cloud with noise rows, features h [P, C], the
+    decoded surfels (finest level, unbatched) and a JSON-able record of how it was made."""
+
+    cloud: EditableCloud
+    features: np.ndarray
+    surfels: Surfels
+    info: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """num_samples objects: xyz [S, P, 3], features h [S, P, C], surfels Surfels [S, ...],
+    the noise rows they started from, and info (seed, settings, NFE and solver status per
+    stage, condition, timings)."""
+
+    xyz: np.ndarray
+    features: np.ndarray
+    surfels: Surfels
+    noise_xyz: np.ndarray
+    noise_features: np.ndarray
+    ids: np.ndarray
+    info: dict
+
+    def sample(self, i: int) -> Sample:
+        cloud = EditableCloud(self.xyz[i], self.noise_xyz[i], self.noise_features[i], self.ids[i])
+        surfels = jax.tree.map(lambda x: np.asarray(x[i]), self.surfels)
+        info = {**self.info, "sample_index": int(self.info["samples"][i])}
+        info.pop("samples")
+        return Sample(cloud, self.features[i], surfels, info)
+
+
+def prepare_points(points: np.ndarray, num_points: int) -> tuple[np.ndarray, dict]:
+    """A user's cloud [M, 3] as the latent's P points: FPS (from point 0) when M > P (M < P
+    is refused: the stage-1 DiT was trained on P surface points), then rescaled about its
+    bounding-box centre only when it leaves [-BOX, BOX]^3. Returns (points, what was done)."""
+    points = np.asarray(points, np.float32)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points: expected shape [M, 3], got {points.shape}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError("points: expected finite coordinates, found NaN/inf")
+    if len(points) < num_points:
+        raise ValueError(
+            f"points: expected at least {num_points} points (the latent's count), got "
+            f"{len(points)}; sample the surface more densely"
+        )
+    done = {"input_points": int(len(points)), "fps": len(points) > num_points, "rescale": None}
+    if len(points) > num_points:
+        points = points[np.sort(farthest_point_sample(points, num_points, start=0))]
+    extent = float(np.max(np.abs(points)))
+    if extent > BOX:
+        center = 0.5 * (points.min(0) + points.max(0))
+        factor = BOX / float(np.max(np.abs(points - center)))
+        points = ((points - center) * factor).astype(np.float32)
+        done["rescale"] = {"center": center.tolist(), "factor": factor}
+    return points, done
+
+
+def _read_run_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The config a training run saved with its latest checkpoint."""
+    directory = Path(workdir) / "checkpoints"
+    steps = sorted(int(p.name) for p in directory.glob("[0-9]*") if p.name.isdigit())
+    if not steps:
+        raise FileNotFoundError(f"{directory}: no checkpoint (train first: launch.train)")
+    path = directory / str(steps[-1]) / "config" / "metadata"
+    try:
+        return ml_collections.ConfigDict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as e:
+        raise FileNotFoundError(f"{path}: the run's saved config is missing or unreadable") from e
+
+
+class Pipeline:
+    """Conditioned generation with a VAE, two flow stages and their conditioner."""
+
+    def __init__(
+        self,
+        vae: VAE,
+        vae_params: Any,
+        stage1: FlowStage,
+        stage2: FlowStage,
+        condition_config: Any,
+        *,
+        sampler: SamplerSettings | None = None,
+    ):
+        self.vae, self.vae_params = vae, vae_params
+        self.stages = {1: stage1, 2: stage2}
+        self.conditioner = build_conditioner(condition_config)
+        self.frozen = None if self.conditioner.trainable else self.conditioner.load()
+        self.sampler = sampler or SamplerSettings()
+        self.num_points = vae.decoder.num_points
+        self.latent_dim = stage2.model.out_dim
+        self._decode = jax.jit(
+            lambda p, xyz, h: vae.apply({"params": p}, xyz, h, method=VAE.decode)[-1]
+        )
+        self._encode = jax.jit(self._encode_condition)
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_configs(
+        cls, vae_config: Any, stage1_config: Any, stage2_config: Any, seed: int = 0, **kwargs
+    ) -> Pipeline:
+        """Random weights from three training configs (benchmarks and tests: the shapes and
+        the cost of the real thing, not its output). A fresh DiT's velocity is exactly 0 (its
+        output layer is zero-initialised), which would make every sampler trivial: each
+        flow parameter gets N(0, 0.02^2) added, so the field is random but not zero."""
+        vae = build_vae(vae_config.model)
+        key = jax.random.key(seed)
+        vae_params = jax.jit(lambda k: _init_vae(vae, k))(jax.random.fold_in(key, 0))
+        stages = []
+        for i, config in ((1, stage1_config), (2, stage2_config)):
+            model = build_dit(config.model)
+            conditioner = build_conditioner(config.condition)
+            init = jax.jit(functools.partial(init_stage_params, model, conditioner))
+            params = init(jax.random.fold_in(key, i))
+            stages.append(
+                _stage(config, model, _perturbed(params, jax.random.fold_in(key, 10 + i)))
+            )
+        return cls(vae, vae_params, *stages, stage2_config.condition, **kwargs)
+
+    @classmethod
+    def from_runs(
+        cls,
+        vae_workdir: str | Path,
+        stage1_workdir: str | Path,
+        stage2_workdir: str | Path,
+        **kwargs,
+    ) -> Pipeline:
+        """The parameters (EMA when the run kept them) of three training runs' latest
+        checkpoints, with the configs the runs saved."""
+        vae_config = _read_run_config(vae_workdir)
+        vae = build_vae(vae_config.model)
+        abstract = jax.tree.map(_plain, abstract_variables(vae)["params"])
+        vae_params, _ = restore_params(Path(vae_workdir) / "checkpoints", abstract)
+        stages = []
+        for workdir in (stage1_workdir, stage2_workdir):
+            config = _read_run_config(workdir)
+            model = build_dit(config.model)
+            conditioner = build_conditioner(config.condition)
+            shapes = jax.eval_shape(
+                functools.partial(init_stage_params, model, conditioner), jax.random.key(0)
+            )
+            field = "ema_params" if config.train.get("ema_decay", 0.0) > 0 else "params"
+            params, _ = restore_params(
+                Path(workdir) / "checkpoints", jax.tree.map(_plain, shapes), field=field
+            )
+            stages.append(_stage(config, model, params))
+        return cls(vae, vae_params, *stages, config.condition, **kwargs)
+
+    # -- the parts ---------------------------------------------------------------------------
+
+    def _encode_condition(self, params, frozen, inputs):
+        weights = params if self.conditioner.trainable else frozen
+        context, pooled = self.conditioner.apply(weights, inputs)
+        return {"context": context, "pooled": pooled}
+
+    def condition(self, stage: int, prompt: str | None, image: np.ndarray | None, count: int):
+        """The stage's condition {'context', 'pooled'} for `count` samples, or its null
+        (zeros) when neither prompt nor image is given."""
+        if prompt is None and image is None:
+            return self.null_condition(stage, count)
+        inputs = self.conditioner.prepare(
+            captions=None if prompt is None else np.asarray([prompt]),
+            images=None if image is None else np.asarray(image)[None],
+        )
+        params = self.stages[stage].params.get("condition")
+        condition = self._encode(params, self.frozen, inputs)
+        return jax.tree.map(lambda c: jnp.repeat(c, count, axis=0), condition)
+
+    def null_condition(self, stage: int, count: int) -> dict[str, jax.Array]:
+        model = self.stages[stage].model
+        return {
+            "context": jnp.zeros((count, 1, model.context_dim)),
+            "pooled": jnp.zeros((count, model.pooled_dim)),
+        }
+
+    def integrate(
+        self,
+        stage: int,
+        noise: jax.Array,
+        condition: dict[str, jax.Array],
+        *,
+        xyz: jax.Array | None = None,
+        known: Known | None = None,
+        guidance: Guidance | None = None,
+        settings: SamplerSettings | None = None,
+    ) -> SampleResult:
+        """Stage `stage`'s ODE from noise [S, P, D] (in the stage's x units)."""
+        s = self.stages[stage]
+        guidance = guidance or Guidance(s.guidance_scale, path=s.path)
+        field = guide(StageVelocity(s.model), guidance)
+        args = ((s.params["dit"], xyz), condition)
+        return sample(field, noise, args, settings or self.sampler, known, path=s.path)
+
+    def decode(self, xyz: jax.Array, features: jax.Array) -> Surfels:
+        """The VAE decoder's finest surfels for xyz [S, P, 3], h [S, P, C]."""
+        return self._decode(self.vae_params, xyz, features)
+
+    # -- user entry points -------------------------------------------------------------------
+
+    def run(
+        self,
+        prompt: str | None = None,
+        image: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        *,
+        seed: int = 0,
+        num_samples: int = 1,
+        steps: int | None = None,
+        guidance: float | None = None,
+        sampler: SamplerSettings | None = None,
+    ) -> Generation:
+        """Generate num_samples objects from a prompt or an image (uint8 [H, W, 3]) and/or a
+        point cloud [M, 3] (skips stage 1). steps / guidance override the sampler's steps and
+        both stages' guidance scale."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples: expected >= 1, got {num_samples}")
+        settings = sampler or self.sampler
+        if steps is not None:
+            settings = dataclasses.replace(settings, steps=int(steps))
+        samples = np.arange(num_samples)
+        ids = np.arange(self.num_points)
+        noise_xyz = initial_noise(seed, samples, ids, 3, stream=1)
+        noise_features = initial_noise(seed, samples, ids, self.latent_dim, stream=2)
+        info: dict[str, Any] = {
+            "seed": int(seed),
+            "samples": samples.tolist(),
+            "prompt": prompt,
+            "image": image is not None,
+            "sampler": dataclasses.asdict(settings),
+            "stages": {},
+        }
+        timings: dict[str, float] = {}
+        if points is None:
+            start = time.perf_counter()
+            result = self._stage(1, prompt, image, num_samples, noise_xyz, settings, guidance)
+            xyz = result.x * self.stages[1].scale
+            info["stages"]["1"] = _result_info(result, self._scale(1, guidance))
+            timings["stage1_s"] = time.perf_counter() - start
+        else:
+            prepared, done = prepare_points(points, self.num_points)
+            xyz = jnp.broadcast_to(prepared, (num_samples,) + prepared.shape)
+            info["points"] = done
+        start = time.perf_counter()
+        result = self._stage(
+            2, prompt, image, num_samples, noise_features, settings, guidance, xyz=xyz
+        )
+        features = result.x / self.stages[2].scale
+        info["stages"]["2"] = _result_info(result, self._scale(2, guidance))
+        timings["stage2_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        surfels = jax.device_get(self.decode(xyz, features))
+        timings["decode_s"] = time.perf_counter() - start
+        info["timings"] = timings
+        return Generation(
+            np.asarray(xyz, np.float32),
+            np.asarray(features, np.float32),
+            surfels,
+            np.asarray(noise_xyz),
+            np.asarray(noise_features),
+            np.broadcast_to(ids, (num_samples, self.num_points)).copy(),
+            info,
+        )
+
+    def edit(
+        self,
+        original: Sample,
+        cloud: EditableCloud,
+        *,
+        prompt: str | None = None,
+        image: np.ndarray | None = None,
+        guidance: float | None = None,
+        sampler: SamplerSettings | None = None,
+    ) -> Sample:
+        """Stage 2 rerun on an edited cloud with its stored noise rows, then decoded. The
+        condition defaults to the original's prompt (an image condition must be passed
+        again)."""
+        self._check_cloud(cloud)
+        prompt = original.info.get("prompt") if prompt is None and image is None else prompt
+        settings = sampler or self.sampler
+        xyz = jnp.asarray(cloud.xyz)[None]
+        result = self._stage(
+            2,
+            prompt,
+            image,
+            1,
+            jnp.asarray(cloud.noise_features)[None],
+            settings,
+            guidance,
+            xyz=xyz,
+        )
+        features = result.x / self.stages[2].scale
+        info = {**original.info, "edited": True, "sampler": dataclasses.asdict(settings)}
+        info["stages"] = {
+            **original.info.get("stages", {}),
+            "2": _result_info(result, self._scale(2, guidance)),
+        }
+        return self._finish(cloud, features, info)
+
+    def regenerate_region(
+        self,
+        original: Sample,
+        region: Region,
+        *,
+        prompt: str | None = None,
+        image: np.ndarray | None = None,
+        guidance: float | None = None,
+        sampler: SamplerSettings | None = None,
+    ) -> Sample:
+        """Stage 1 rerun for the points inside `region` with every other point held fixed
+        (inpainting, ga_jax/flow/samplers.py), each point from its stored noise row; then
+        stage 2 and decode as `edit`."""
+        cloud = original.cloud
+        self._check_cloud(cloud)
+        free = region_mask(cloud.xyz, region)
+        if not free.any():
+            raise ValueError("regenerate_region: no point lies inside the region")
+        prompt = original.info.get("prompt") if prompt is None and image is None else prompt
+        settings = sampler or self.sampler
+        scale = self.stages[1].scale
+        known = Known(jnp.asarray(~free)[None], jnp.asarray(cloud.xyz / scale)[None])
+        result = self._stage(
+            1,
+            prompt,
+            image,
+            1,
+            jnp.asarray(cloud.noise_xyz)[None],
+            settings,
+            guidance,
+            known=known,
+        )
+        xyz = np.array(result.x[0] * scale, np.float32)
+        xyz[~free] = cloud.xyz[~free]  # exactly (x / scale * scale may round)
+        regenerated = cloud.with_xyz(xyz)
+        edited = self.edit(
+            original, regenerated, prompt=prompt, image=image, guidance=guidance, sampler=sampler
+        )
+        stages = {**edited.info["stages"], "1": _result_info(result, self._scale(1, guidance))}
+        return dataclasses.replace(
+            edited, info={**edited.info, "stages": stages, "regenerated_points": int(free.sum())}
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _scale(self, stage: int, guidance: float | None) -> float:
+        return self.stages[stage].guidance_scale if guidance is None else float(guidance)
+
+    def _stage(self, stage, prompt, image, count, noise, settings, guidance, **kwargs):
+        condition = self.condition(stage, prompt, image, count)
+        conditioned = prompt is not None or image is not None
+        scale = self._scale(stage, guidance) if conditioned else 1.0
+        g = Guidance(scale, path=self.stages[stage].path)
+        result = self.integrate(stage, noise, condition, guidance=g, settings=settings, **kwargs)
+        jax.block_until_ready(result)  # the stage's time is measured around this call
+        if not bool(result.success):
+            log.warning("stage %d: %s", stage, result.message)
+        return result
+
+    def _check_cloud(self, cloud: EditableCloud) -> None:
+        if len(cloud) != self.num_points or cloud.noise_features.shape[1] != self.latent_dim:
+            raise ValueError(
+                f"edit: expected a cloud of {self.num_points} points with {self.latent_dim} "
+                f"noise features (resample after changing the count), got {len(cloud)} points "
+                f"with {cloud.noise_features.shape[1]}"
+            )
+
+    def _finish(self, cloud: EditableCloud, features: jax.Array, info: dict) -> Sample:
+        surfels = jax.device_get(self.decode(jnp.asarray(cloud.xyz)[None], features))
+        surfels = jax.tree.map(lambda x: np.asarray(x[0]), surfels)
+        return Sample(cloud, np.asarray(features[0], np.float32), surfels, info)
+
+    def noise_rows(self, seed: int, sample_index: int):
+        """The editing operations' row function for new points of a sample
+        (ga_jax/pipeline/edit.py NoiseRows): rows from (seed, sample, id) per stage."""
+
+        def rows(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            ids = jnp.asarray(ids, jnp.int32)
+            s = jnp.array([sample_index])
+            return (
+                np.asarray(initial_noise(seed, s, ids, 3, stream=1)[0]),
+                np.asarray(initial_noise(seed, s, ids, self.latent_dim, stream=2)[0]),
+            )
+
+        return rows
+
+
+def _init_vae(vae: VAE, key: jax.Array) -> Any:
+    from flax import linen as nn  # noqa: PLC0415
+
+    enc = vae.encoder
+    size = enc.downsample_factor
+    return nn.unbox(
+        vae.init(
+            {"params": key, "latent": key},
+            jnp.zeros((1, 1, size, size, enc.in_channels)),
+            jnp.zeros((1, vae.decoder.num_points, 3)),
+        )["params"]
+    )
+
+
+def _perturbed(params: Any, key: jax.Array, std: float = 0.02) -> Any:
+    from flax import linen as nn  # noqa: PLC0415
+
+    leaves, tree = jax.tree.flatten(nn.unbox(params))
+    keys = jax.random.split(key, len(leaves))
+    noisy = [
+        x + std * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)
+    ]
+    return jax.tree.unflatten(tree, noisy)
+
+
+def _plain(x):
+    """An abstract leaf without logical-axis boxing (restored onto one device)."""
+    from flax import linen as nn  # noqa: PLC0415
+
+    return x.value if isinstance(x, nn.Partitioned) else x
+
+
+def _stage(config: Any, model: PointDiT, params: Any) -> FlowStage:
+    from flax import linen as nn  # noqa: PLC0415
+
+    flow = config.flow
+    scale = flow.xyz_scale if int(config.stage) == 1 else flow.feature_scale
+    return FlowStage(model, nn.unbox(params), float(scale), flow.path, float(flow.guidance_scale))
+
+
+def _result_info(result: SampleResult, guidance_scale: float) -> dict:
+    return {
+        "nfe": int(result.nfe),
+        "success": bool(result.success),
+        "message": result.message,
+        "guidance": guidance_scale,
+    }

@@ -1,0 +1,189 @@
+"""The sampling and editing jobs behind launch.sample and launch.edit (configs/sample/*.py):
+build the Pipeline from config, run it, write sample directories, report progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ga_jax.data.ply import read_ply_points
+from ga_jax.flow.samplers import SamplerSettings
+from ga_jax.pipeline import edit
+from ga_jax.pipeline.generate import Pipeline
+from ga_jax.pipeline.sample_files import read_sample, write_sample
+
+log = logging.getLogger(__name__)
+
+EDIT_OPS = ("translate", "scale", "rotate", "delete", "merge", "points", "regenerate")
+
+
+def sampler_from_config(section: Any) -> SamplerSettings:
+    return SamplerSettings(**{f.name: section[f.name] for f in dataclasses.fields(SamplerSettings)})
+
+
+def pipeline_from_config(config: Any, load_config=None) -> Pipeline:
+    """Trained runs (the three workdirs) or, with config.random_init, random weights of the
+    named configs (load_config: configs.loading.load_config, passed by the launcher)."""
+    sampler = sampler_from_config(config.sampler)
+    workdirs = (config.vae_workdir, config.stage1_workdir, config.stage2_workdir)
+    if all(workdirs):
+        return Pipeline.from_runs(*workdirs, sampler=sampler)
+    if any(workdirs):
+        raise ValueError(
+            "vae_workdir, stage1_workdir, stage2_workdir: give all three (got "
+            f"{[w or '<empty>' for w in workdirs]})"
+        )
+    if not config.random_init:
+        raise ValueError(
+            "no model: set vae_workdir, stage1_workdir and stage2_workdir to training runs, or "
+            "random_init for random weights (configs/sample/default.py:random_tiny)"
+        )
+    specs = config.random_init.split(";")
+    if len(specs) != 3:
+        raise ValueError(f"random_init: expected 'vae;stage1;stage2' config specs, got {specs}")
+    log.warning("random weights (%s): the output shows the machinery, not a model", specs)
+    return Pipeline.from_configs(*(load_config(s) for s in specs), sampler=sampler)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """uint8 [H, W, 3] of an image file (alpha composited over white)."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGBA")
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(white, image).convert("RGB"))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"image: {path}: no such file") from e
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"image: {path}: not a readable image ({e})") from e
+
+
+def _name(prompt: str | None, fallback: str) -> str:
+    if not prompt:
+        return fallback
+    return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:40] or fallback
+
+
+def run_sampling(config: Any, load_config=None) -> list[Path]:
+    """Generate config.num_samples objects and write their sample directories."""
+    start = time.perf_counter()
+    pipe = pipeline_from_config(config, load_config)
+    log.info("models ready in %.1f s", time.perf_counter() - start)
+    image = read_image(config.image) if config.image else None
+    points = read_ply_points(config.points) if config.points else None
+    out = pipe.run(
+        config.prompt,
+        image,
+        points,
+        seed=config.seed,
+        num_samples=config.num_samples,
+        guidance=config.guidance,
+    )
+    for stage, info in out.info["stages"].items():
+        status = "" if info["success"] else f" FAILED: {info['message']}"
+        log.info("stage %s: %d network evaluations%s", stage, info["nfe"], status)
+    log.info(
+        "times (s, compile included on the first call): %s",
+        {k: round(v, 2) for k, v in out.info["timings"].items()},
+    )
+    name = _name(config.prompt, "image" if image is not None else "sample")
+    directories = []
+    for i in range(config.num_samples):
+        directory = Path(config.outdir) / f"{name}_s{config.seed}_{i}"
+        write_sample(directory, out.sample(i), **config.render.to_dict())
+        log.info("wrote %s", directory)
+        directories.append(directory)
+    return directories
+
+
+def parse_region(box: str, sphere: str) -> edit.Region | None:
+    """ "cx,cy,cz;hx,hy,hz" -> Box, "cx,cy,cz;r" -> Sphere, both empty -> None."""
+    if box and sphere:
+        raise ValueError("box, sphere: give one region, not both")
+    text, kind = (box, "box") if box else (sphere, "sphere")
+    if not text:
+        return None
+    try:
+        center, size = text.split(";")
+        center = tuple(float(v) for v in center.split(","))
+        size = tuple(float(v) for v in size.split(","))
+    except ValueError as e:
+        raise ValueError(f"{kind}: expected 'cx,cy,cz;...', got {text!r}") from e
+    if len(center) != 3 or len(size) != (3 if kind == "box" else 1):
+        what = "3 half sizes" if kind == "box" else "a radius"
+        raise ValueError(f"{kind}: expected a centre of 3 and {what}, got {text!r}")
+    return edit.Box(center, size) if kind == "box" else edit.Sphere(center, size[0])
+
+
+def _vector(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError as e:
+        raise ValueError(f"vector: expected 'x,y,z', got {text!r}") from e
+    if len(values) != 3:
+        raise ValueError(f"vector: expected 3 numbers, got {text!r}")
+    return values
+
+
+def run_edit(config: Any, load_config=None) -> Path:
+    """Apply config.op to the sample directory config.sample, regenerate, write the result."""
+    if config.op not in EDIT_OPS:
+        raise ValueError(f"op: expected one of {EDIT_OPS}, got {config.op!r}")
+    original = read_sample(config.sample)
+    pipe = pipeline_from_config(config, load_config)
+    region = parse_region(config.box, config.sphere)
+    info = original.info
+    rows = pipe.noise_rows(info["seed"], info["sample_index"])
+    n, cloud = pipe.num_points, original.cloud
+    op = config.op
+    prompt = config.prompt
+    if op == "regenerate":
+        if region is None:
+            raise ValueError("op regenerate: needs a region (box or sphere)")
+        result = pipe.regenerate_region(original, region, prompt=prompt, guidance=config.guidance)
+    else:
+        if op == "translate":
+            cloud = edit.translate(cloud, _vector(config.vector), region)
+        elif op == "scale":
+            cloud = edit.scale(cloud, config.factor, region)
+        elif op == "rotate":
+            cloud = edit.rotate(cloud, _vector(config.vector), config.degrees, region)
+        elif op == "delete":
+            if region is None:
+                raise ValueError("op delete: needs a region (box or sphere)")
+            cloud = edit.delete(cloud, region, n, rows)
+        elif op == "merge":
+            if not config.other:
+                raise ValueError("op merge: needs `other`, a second sample directory")
+            cloud = edit.merge(
+                cloud, read_sample(config.other).cloud, n, rows, offset=_vector(config.vector)
+            )
+        elif op == "points":
+            if not config.points:
+                raise ValueError("op points: needs `points`, the edited PLY")
+            cloud = edit.from_edited_points(cloud, read_ply_points(config.points), n, rows)
+        result = pipe.edit(original, cloud, prompt=prompt, guidance=config.guidance)
+    edits = list(info.get("edits", [])) + [
+        {
+            "op": op,
+            "box": config.box,
+            "sphere": config.sphere,
+            "vector": config.vector,
+            "factor": config.factor,
+            "degrees": config.degrees,
+            "other": config.other,
+            "points": config.points,
+        }
+    ]
+    result = dataclasses.replace(result, info={**result.info, "edits": edits})
+    out = Path(config.out or f"{str(config.sample).rstrip('/')}_edited")
+    write_sample(out, result, **config.render.to_dict())
+    log.info("wrote %s (%s)", out, op)
+    return out

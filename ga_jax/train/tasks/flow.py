@@ -1,0 +1,169 @@
+"""A flow stage as a task of the training loop (DESIGN.md section 6).
+
+    python -m launch.train --config=configs/flow/tiny.py --workdir=W
+    python -m launch.train --config=configs/flow/tiny.py:2 --workdir=W     # stage 2
+
+config.stage 1 learns the xyz of the latent's points (data x1 = xyz / flow.xyz_scale,
+[B, P, 3]); stage 2 learns their features given the xyz (x1 = h * flow.feature_scale,
+[B, P, C]; the DiT reads the clean xyz). Both: noise x0 at t = 0, data at t = 1 on
+flow.path, t from flow.time_sampling, the velocity regressed with mean squared error
+(ga_jax.losses.flow), the whole condition of a sample dropped with probability
+flow.condition_dropout so that guidance has an unconditional model (ga_jax.flow.guidance).
+
+The condition comes from config.condition (ga_jax.models.conditioning.build): a frozen
+encoder's weights are frozen parameters (an argument of the jitted step, from `frozen()`), a
+trainable one's (the small image encoder) are trained with the DiT under params['condition'].
+The host batch's captions / views are turned into the encoder's arrays in `device_batch`.
+
+Evaluation: each evaluation batch's conditions sampled with eval.sampler (Euler by default),
+scored against the batch's own data: Chamfer distance (stage 1, in the latent frame) or the
+features' mean squared error at the given xyz (stage 2); the loss on fixed draws as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ga_jax.flow.guidance import Guidance, drop_condition, guide
+from ga_jax.flow.samplers import SamplerSettings, initial_noise, sample
+from ga_jax.losses.flow import flow_draws, flow_matching_loss
+from ga_jax.metrics.pointcloud import chamfer_distance
+from ga_jax.models.conditioning.build import build_conditioner
+from ga_jax.models.flow.build import build_dit
+from ga_jax.models.flow.stage import StageVelocity, init_stage_params
+from ga_jax.train.task import Task
+
+STAGES = (1, 2)
+
+
+def stage_data(stage: int, batch: dict[str, jax.Array], flow: Any) -> jax.Array:
+    """The stage's data x1 from a batch's xyz [B, P, 3] / h [B, P, C] (module docstring)."""
+    if stage == 1:
+        return batch["xyz"] / flow.xyz_scale
+    return batch["h"] * flow.feature_scale
+
+
+def sampler_settings(section: Any) -> SamplerSettings:
+    """SamplerSettings from a config section with the same field names (missing: defaults)."""
+    fields = {
+        k: section[k]
+        for k in ("name", "steps", "shift", "rtol", "atol", "max_steps", "dt0")
+        if k in section
+    }
+    return SamplerSettings(**fields)
+
+
+class FlowTask(Task):
+    """Stage config.stage of config.model, conditioned by config.condition."""
+
+    rng_streams = ("flow", "dropout")
+    log_metrics = ()
+
+    def __init__(self, config):
+        self.config = config
+        self.stage = int(config.stage)
+        if self.stage not in STAGES:
+            raise ValueError(f"config.stage: expected one of {STAGES}, got {config.stage!r}")
+        self.model = build_dit(config.model)
+        expected = 3 if self.stage == 1 else config.model.in_dim
+        if self.model.in_dim != expected or self.model.out_dim != expected:
+            raise ValueError(
+                f"config.model: stage {self.stage} needs in_dim = out_dim = {expected}, got "
+                f"{self.model.in_dim} / {self.model.out_dim}"
+            )
+        if (self.stage == 2) != bool(self.model.xyz_condition):
+            raise ValueError(
+                f"config.model.xyz_condition: stage {self.stage} needs "
+                f"{self.stage == 2} (stage 2 reads the stage-1 xyz)"
+            )
+        self.conditioner = build_conditioner(config.condition)
+        self.flow = config.flow
+
+    # -- the network -------------------------------------------------------------------------
+
+    def encode(self, params, frozen, inputs) -> dict[str, jax.Array]:
+        """The condition {'context' [B, L, D], 'pooled' [B, Dp]} of a device batch."""
+        weights = params.get("condition") if self.conditioner.trainable else frozen
+        context, pooled = self.conditioner.apply(weights, inputs)
+        return {"context": context, "pooled": pooled}
+
+    # -- state -------------------------------------------------------------------------------
+
+    def init_params(self, rng: jax.Array) -> Any:
+        return init_stage_params(self.model, self.conditioner, rng)
+
+    def frozen(self) -> Any:
+        return None if self.conditioner.trainable else self.conditioner.load()
+
+    # -- step --------------------------------------------------------------------------------
+
+    def loss(self, params, batch, rngs, step, frozen, extra):
+        flow = self.flow
+        x1 = stage_data(self.stage, batch, flow)
+        condition = self.encode(params, frozen, batch["condition"])
+        condition = drop_condition(rngs["dropout"], condition, p=flow.condition_dropout)
+        x0, t = flow_draws(
+            rngs["flow"], x1, flow.time_sampling, flow.logit_normal_mean, flow.logit_normal_std
+        )
+        xyz = batch["xyz"] if self.stage == 2 else None
+        predict = lambda x_t, t_: self.model.apply(
+            {"params": params["dit"]}, x_t, t_, condition["context"], condition["pooled"], xyz
+        )
+        loss = flow_matching_loss(predict, x1, x0, t, flow.path)
+        metrics = {"total": loss, "flow_mse": loss, "t_mean": jnp.mean(t)}
+        return loss, (metrics, None)
+
+    # -- data and evaluation -----------------------------------------------------------------
+
+    def train_data(self):
+        from ga_jax.data.flow_loader import make_flow_loader  # noqa: PLC0415 - keeps grain out
+
+        return make_flow_loader(self.config.data)
+
+    def eval_data(self) -> list[Any]:
+        from ga_jax.data.flow_loader import make_flow_loader  # noqa: PLC0415
+
+        count = self.config.train.eval_batches
+        if self.config.train.eval_every_steps <= 0 or count <= 0:
+            return []
+        loader = make_flow_loader(self.config.eval_data)
+        return [b for _, b in zip(range(count), loader, strict=False)]
+
+    def device_batch(self, host_batch) -> dict[str, Any]:
+        """xyz, h and the conditioner's arrays of the captions / views."""
+        return {
+            "xyz": np.asarray(host_batch["xyz"], np.float32),
+            "h": np.asarray(host_batch["h"], np.float32),
+            "condition": self.conditioner.prepare(
+                captions=host_batch.get("caption"), images=host_batch.get("image")
+            ),
+        }
+
+    def evaluate(self, params, batch, frozen):
+        flow, config = self.flow, self.config
+        x1 = stage_data(self.stage, batch, flow)
+        condition = self.encode(params, frozen, batch["condition"])
+        xyz = batch["xyz"] if self.stage == 2 else None
+        b, p, d = x1.shape
+        x0 = initial_noise(config.eval.seed, jnp.arange(b), jnp.arange(p), d, stream=self.stage)
+        guidance = Guidance(config.eval.guidance_scale, path=flow.path)
+        field = guide(StageVelocity(self.model), guidance)
+        result = sample(
+            field,
+            x0,
+            ((params["dit"], xyz), condition),
+            sampler_settings(config.eval.sampler),
+            path=flow.path,
+        )
+        if self.stage == 1:
+            generated = result.x * flow.xyz_scale
+            # l2_mean: the mean nearest distance each way, summed (in the latent frame units)
+            score = {"chamfer": chamfer_distance(generated, batch["xyz"], "l2_mean")}
+        else:
+            score = {"feature_mse": jnp.mean((result.x - x1) ** 2, axis=(1, 2))}
+        score["nfe"] = jnp.full((b,), result.nfe, jnp.float32)
+        return score, None

@@ -1,0 +1,30 @@
+"""Generate 3D objects from a prompt, an image or a point cloud (configs/sample/default.py).
+
+    python -m launch.sample --config=configs/sample/default.py --config.prompt="a red cube" \
+        --config.vae_workdir=W0 --config.stage1_workdir=W1 --config.stage2_workdir=W2
+    python -m launch.sample --config=configs/sample/default.py:random_tiny --config.prompt=x
+
+Writes one sample directory per sample (ga_jax/pipeline/sample_files.py) under
+config.outdir and prints the stages' NFE and times.
+"""
+
+import logging
+
+from absl import app
+from ml_collections import config_flags
+
+from configs.loading import load_config
+from ga_jax.pipeline.jobs import run_sampling
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/sample/default.py", "sampling config")
+
+
+def main(argv):
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    for directory in run_sampling(_CONFIG.value, load_config):
+        print(directory)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,182 @@
+"""The Pipeline on tiny random models: shapes, reproducible noise, editing mechanics (rows
+reused bit for bit, region regeneration holding the rest fixed), sample directories and the
+launch.sample / launch.edit jobs."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from configs.loading import load_config
+from configs.sample.default import get_config as sample_config
+from configs.sample.edit import get_config as edit_config
+from ga_jax.data.ply import read_ply_points, write_ply_points
+from ga_jax.export.ply import surfel_ply_fields
+from ga_jax.flow.samplers import SamplerSettings, initial_noise
+from ga_jax.pipeline import edit
+from ga_jax.pipeline.generate import BOX, Pipeline, prepare_points
+from ga_jax.pipeline.jobs import run_edit, run_sampling
+from ga_jax.pipeline.sample_files import SampleFileError, read_sample, write_sample
+
+EULER_4 = SamplerSettings("euler", steps=4)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline.from_configs(
+        load_config("configs/vae/tiny.py"),
+        load_config("configs/flow/tiny.py:1"),
+        load_config("configs/flow/tiny.py:2"),
+        sampler=EULER_4,
+    )
+
+
+def test_run_shapes_and_noise_rows(pipe):
+    out = pipe.run(seed=3, num_samples=2)
+    n, c = pipe.num_points, pipe.latent_dim
+    assert out.xyz.shape == (2, n, 3) and out.features.shape == (2, n, c)
+    assert out.surfels.means.shape[:2] == (2, 4 * n)  # the tiny VAE's one upsampler, x4
+    assert np.all(np.isfinite(out.xyz)) and np.all(np.isfinite(out.features))
+    # The documented noise: rows of (seed, sample, point) per stage stream.
+    np.testing.assert_array_equal(
+        out.noise_xyz, initial_noise(3, np.arange(2), np.arange(n), 3, stream=1)
+    )
+    np.testing.assert_array_equal(
+        out.noise_features, initial_noise(3, np.arange(2), np.arange(n), c, stream=2)
+    )
+    assert out.info["stages"]["1"]["nfe"] == 4 and out.info["stages"]["2"]["nfe"] == 4
+    again = pipe.run(seed=3, num_samples=2)
+    np.testing.assert_array_equal(out.xyz, again.xyz)  # deterministic for a seed
+    np.testing.assert_array_equal(out.features, again.features)
+    other = pipe.run(seed=4, num_samples=2)
+    assert not np.allclose(out.xyz, other.xyz)
+
+
+def test_identity_edit_reproduces_the_sample_bit_for_bit(pipe):
+    out = pipe.run(seed=1)
+    original = out.sample(0)
+    edited = pipe.edit(original, original.cloud)
+    np.testing.assert_array_equal(edited.features, original.features)
+    np.testing.assert_array_equal(edited.surfels.means, original.surfels.means)
+
+
+def test_edit_keeps_surviving_rows_and_changes_only_through_the_points(pipe):
+    original = pipe.run(seed=2).sample(0)
+    rows = pipe.noise_rows(original.info["seed"], original.info["sample_index"])
+    region = edit.Sphere(tuple(original.cloud.xyz[0].tolist()), 0.15)
+    cloud = edit.delete(original.cloud, region, pipe.num_points, rows)
+    assert len(cloud) == pipe.num_points
+    result = pipe.edit(original, cloud)
+    by_id = {int(i): k for k, i in enumerate(original.cloud.ids)}
+    survivors = [k for k, i in enumerate(result.cloud.ids) if int(i) in by_id]
+    assert survivors and len(survivors) < pipe.num_points
+    for k in survivors:
+        j = by_id[int(result.cloud.ids[k])]
+        np.testing.assert_array_equal(
+            result.cloud.noise_features[k], original.cloud.noise_features[j]
+        )
+        np.testing.assert_array_equal(result.cloud.xyz[k], original.cloud.xyz[j])
+    # New points' rows are the documented function of (seed, sample, id).
+    new = [k for k in range(pipe.num_points) if k not in set(survivors)]
+    ids = result.cloud.ids[new]
+    want = initial_noise(2, np.array([0]), ids, pipe.latent_dim, stream=2)[0]
+    np.testing.assert_array_equal(result.cloud.noise_features[new], want)
+
+
+def test_region_regeneration_holds_the_outside_fixed(pipe):
+    original = pipe.run(seed=5).sample(0)
+    region = edit.Box((0.0, 0.0, 0.0), (0.5, 0.5, 0.0))  # points with z == 0: none
+    with pytest.raises(ValueError, match="no point lies inside"):
+        pipe.regenerate_region(original, region)
+    z = original.cloud.xyz[:, 2]
+    region = edit.Box((0.0, 0.0, float(z.max())), (10.0, 10.0, float(np.ptp(z)) / 3))
+    inside = region.contains(original.cloud.xyz)
+    assert 0 < inside.sum() < pipe.num_points
+    result = pipe.regenerate_region(original, region)
+    np.testing.assert_array_equal(result.cloud.xyz[~inside], original.cloud.xyz[~inside])
+    assert not np.allclose(result.cloud.xyz[inside], original.cloud.xyz[inside])
+    np.testing.assert_array_equal(result.cloud.noise_xyz, original.cloud.noise_xyz)
+    assert result.info["regenerated_points"] == int(inside.sum())
+
+
+def test_prepare_points_fps_and_rescale_rule():
+    rng = np.random.default_rng(0)
+    inside = rng.uniform(-0.3, 0.3, (500, 3)).astype(np.float32)
+    points, done = prepare_points(inside, 128)
+    assert points.shape == (128, 3) and done["fps"] and done["rescale"] is None
+    assert set(map(tuple, points)) <= set(map(tuple, inside))  # a subset, not moved
+    big = inside * 3 + 1.0
+    points, done = prepare_points(big, 128)
+    assert done["rescale"] is not None and np.max(np.abs(points)) <= BOX + 1e-6
+    np.testing.assert_allclose(np.max(np.abs(points)), BOX, rtol=1e-5)
+    with pytest.raises(ValueError, match="at least 128 points"):
+        prepare_points(inside[:100], 128)
+
+
+def test_points_input_skips_stage_one(pipe):
+    cloud = np.random.default_rng(1).uniform(-0.4, 0.4, (300, 3)).astype(np.float32)
+    out = pipe.run(points=cloud, num_samples=2)
+    prepared, _ = prepare_points(cloud, pipe.num_points)
+    np.testing.assert_array_equal(out.xyz[0], prepared)
+    np.testing.assert_array_equal(out.xyz[1], prepared)
+    assert "1" not in out.info["stages"] and out.info["points"]["fps"]
+
+
+def test_sample_directory_round_trip(pipe, tmp_path):
+    sample = pipe.run(seed=7).sample(0)
+    directory = write_sample(tmp_path / "s", sample, views=2, size=32)
+    for name in ("points.ply", "surfels.ply", "renders.png", "latent.npz"):
+        assert (directory / name).is_file(), name
+    np.testing.assert_array_equal(read_ply_points(directory / "points.ply"), sample.cloud.xyz)
+    back = read_sample(directory)
+    for field in ("xyz", "noise_xyz", "noise_features", "ids"):
+        np.testing.assert_array_equal(getattr(back.cloud, field), getattr(sample.cloud, field))
+    np.testing.assert_array_equal(back.features, sample.features)
+    assert back.info == json.loads(json.dumps(sample.info))
+    fields = surfel_ply_fields(jax.tree.map(np.asarray, sample.surfels))
+    np.testing.assert_array_equal(surfel_ply_fields(back.surfels)["x"], fields["x"])
+    (directory / "latent.npz").write_bytes(b"not an npz")
+    with pytest.raises(SampleFileError, match="latent.npz: unreadable"):
+        read_sample(directory)
+    with pytest.raises(SampleFileError, match="missing"):
+        read_sample(tmp_path / "nothing")
+
+
+def test_sample_and_edit_jobs(tmp_path):
+    config = sample_config("random_tiny")
+    config.sampler.steps = 2
+    config.num_samples = 2
+    config.render.size = 32
+    config.outdir = str(tmp_path / "out")
+    config.prompt = None
+    directories = run_sampling(config, load_config)
+    assert [d.name for d in directories] == ["sample_s0_0", "sample_s0_1"]
+    e = edit_config("random_tiny")
+    e.sampler.steps = 2
+    e.render.size = 32
+    e.sample = str(directories[1])
+    e.op = "delete"
+    e.sphere = "0,0,0;0.2"
+    out = run_edit(e, load_config)
+    edited = read_sample(out)
+    assert edited.info["edits"][-1]["op"] == "delete" and edited.info["sample_index"] == 1
+    # An edited PLY with a moved point: rows kept by index.
+    points = read_ply_points(directories[0] / "points.ply")
+    points[0] += 0.01
+    write_ply_points(tmp_path / "moved.ply", points)
+    e.sample, e.op, e.sphere, e.points = (
+        str(directories[0]),
+        "points",
+        "",
+        str(tmp_path / "moved.ply"),
+    )
+    e.out = str(tmp_path / "moved")
+    moved = read_sample(run_edit(e, load_config))
+    np.testing.assert_array_equal(moved.cloud.xyz, points)
+    np.testing.assert_array_equal(
+        moved.cloud.noise_features, read_sample(directories[0]).cloud.noise_features
+    )
+    e.op = "explode"
+    with pytest.raises(ValueError, match="op: expected one of"):
+        run_edit(e, load_config)

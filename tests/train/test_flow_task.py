@@ -1,0 +1,132 @@
+"""The flow stages as tasks of the shared loop: the latent loader, one sharded step on 8
+simulated devices equal to the single-device step, and a short run with evaluation."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from configs.flow.tiny import get_config as tiny_config
+from ga_jax.data.flow_loader import make_flow_loader
+from ga_jax.data.latents import LatentWriter
+from ga_jax.parallel.batch import to_global_batch
+from ga_jax.parallel.mesh import make_mesh, rules_context
+from ga_jax.train.loop import make_train_step, train_and_evaluate
+from ga_jax.train.optimizers import make_optimizer
+from ga_jax.train.state import create_train_state
+from ga_jax.train.tasks.flow import FlowTask
+
+POINTS, DIM = 32, 10
+
+
+def write_latents(root, count=16, encodings=2, images=False):
+    rng = np.random.default_rng(0)
+    with LatentWriter(root, num_points=POINTS, latent_dim=DIM) as writer:
+        for i in range(count):
+            extra = {}
+            if images:
+                extra = dict(
+                    cond_images=rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8),
+                    cond_cameras=np.zeros((3, 25), np.float32),
+                )
+            writer.add(
+                f"obj/{i}",
+                f"object {i}",
+                xyz=rng.uniform(-0.4, 0.4, (encodings, POINTS, 3)),
+                sample=rng.normal(size=(encodings, POINTS, DIM)),
+                mean=rng.normal(size=(encodings, POINTS, DIM)),
+                logvar=np.full((encodings, POINTS, DIM), -2.0),
+                **extra,
+            )
+    return root
+
+
+@pytest.fixture(scope="module")
+def latents(tmp_path_factory):
+    return write_latents(tmp_path_factory.mktemp("latents"))
+
+
+def config_for(root, stage):
+    c = tiny_config(str(stage))
+    c.data.root = c.eval_data.root = str(root)
+    return c
+
+
+def test_loader_is_deterministic_and_sharded(latents):
+    c = config_for(latents, 1)
+    a, b = make_flow_loader(c.data), make_flow_loader(c.data)
+    for _ in range(3):
+        x, y = next(a), next(b)
+        np.testing.assert_array_equal(x["xyz"], y["xyz"])
+        np.testing.assert_array_equal(x["h"], y["h"])
+    assert x["xyz"].shape == (8, POINTS, 3) and x["h"].shape == (8, POINTS, DIM)
+    assert all(str(caption).startswith("object ") for caption in x["caption"])
+    halves = [next(make_flow_loader(c.data, shard_index=i, shard_count=2)) for i in (0, 1)]
+    assert halves[0]["xyz"].shape[0] == 4
+    assert not set(map(str, halves[0]["caption"])) & set(map(str, halves[1]["caption"]))
+    state = a.get_state()
+    want = next(a)
+    b.set_state(state)
+    np.testing.assert_array_equal(next(b)["h"], want["h"])  # checkpointable
+    with c.data.unlocked():
+        c.data.use_images = True
+    with pytest.raises(ValueError, match="has no cond_images"):
+        next(make_flow_loader(c.data))
+    with c.data.unlocked():
+        c.data.latent_field = "mode"
+    with pytest.raises(ValueError, match="data.latent_field"):
+        make_flow_loader(c.data)
+
+
+def one_step(config, mesh, host_batch):
+    task, optimizer = FlowTask(config), make_optimizer(config.optimizer)
+    with rules_context(mesh, None):
+        state, _ = create_train_state(task, optimizer, mesh, None, jax.random.key(0))
+        before = jax.device_get(state.params)
+        batch = to_global_batch(task.device_batch(host_batch), mesh, ("data", "fsdp"))
+        step = jax.jit(make_train_step(task, optimizer))
+        state, metrics = step(state, batch, jax.random.key(1), None)
+    return before, jax.device_get(state.params), jax.device_get(metrics)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_eight_devices_equal_one(latents, stage):
+    """Loss, gradient norm and every parameter update agree to relative 1e-5 (a large Adam
+    eps makes the first update proportional to the gradient; see test_vae_task)."""
+    c = config_for(latents, stage)
+    c.optimizer.eps = 1.0
+    host = next(make_flow_loader(c.data))
+    p0, p1, m1 = one_step(c, make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, num_devices=1), host)
+    q0, q1, m8 = one_step(c, make_mesh({"data": 4, "fsdp": 2, "tensor": 1}), host)
+    for name in ("total", "grad_norm"):
+        np.testing.assert_allclose(m1[name], m8[name], rtol=1e-5, err_msg=name)
+    for a0, a1, b0, b1 in zip(*map(jax.tree.leaves, (p0, p1, q0, q1)), strict=True):
+        np.testing.assert_array_equal(a0, b0)
+        update_1, update_8 = a1 - a0, b1 - b0
+        scale = max(float(np.max(np.abs(update_1))), 1e-12)
+        assert float(np.max(np.abs(update_1 - update_8))) / scale <= 1e-5
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_short_run_trains_and_evaluates(latents, tmp_path, stage):
+    c = config_for(latents, stage)
+    c.mesh.num_devices = 1
+    train_and_evaluate(FlowTask(c), c, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = {k for r in records for k in r}
+    assert "flow_mse" in logged
+    assert ("eval/chamfer" if stage == 1 else "eval/feature_mse") in logged
+    assert (tmp_path / "checkpoints" / "4").is_dir()
+
+
+def test_stage_and_model_must_agree(latents):
+    c = config_for(latents, 2)
+    with c.unlocked():
+        c.stage = 1
+    with pytest.raises(ValueError, match="stage 1 needs in_dim = out_dim = 3"):
+        FlowTask(c)
+    with c.unlocked():
+        c.stage = 3
+    with pytest.raises(ValueError, match="config.stage: expected one of"):
+        FlowTask(c)
