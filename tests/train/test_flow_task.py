@@ -4,6 +4,7 @@ simulated devices equal to the single-device step, and a short run with evaluati
 import json
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -130,3 +131,28 @@ def test_stage_and_model_must_agree(latents):
         c.stage = 3
     with pytest.raises(ValueError, match="config.stage: expected one of"):
         FlowTask(c)
+
+
+def test_a_trainable_image_encoder_trains_with_the_dit(tmp_path):
+    root = write_latents(tmp_path / "latents", count=8, images=True)
+    c = config_for(root, 2)
+    c.condition = ml_collections.ConfigDict(
+        dict(name="image_encoder", image_size=16, patch=8, width=32, depth=1, num_heads=2)
+    )
+    c.data.use_images = True
+    task, optimizer = FlowTask(c), make_optimizer(c.optimizer)
+    mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, num_devices=1)
+    host = next(make_flow_loader(c.data))
+    assert host["image"].shape == (8, 16, 16, 3)
+    with rules_context(mesh, None):
+        state, _ = create_train_state(task, optimizer, mesh, None, jax.random.key(0))
+        before = jax.device_get(state.params["condition"])
+        batch = to_global_batch(task.device_batch(host), mesh, ("data", "fsdp"))
+        state, metrics = jax.jit(make_train_step(task, optimizer))(
+            state, batch, jax.random.key(1), None
+        )
+    assert np.isfinite(float(metrics["total"]))
+    after = jax.device_get(state.params["condition"])
+    moved = [float(np.max(np.abs(a - b))) for a, b in
+             zip(jax.tree.leaves(after), jax.tree.leaves(before), strict=True)]  # fmt: skip
+    assert max(moved) > 0  # the encoder is trained with the DiT
