@@ -1,5 +1,9 @@
 """Config pieces shared by the stage configs.
 
+`optimizer_config(groups)`, `train_config()` and `mesh_config()` are the sections every task
+of the training loop reads (ga_jax/train/optimizers.py, ga_jax/train/loop.py); a stage's base
+config adds its own fields to them.
+
 `data_config()` is the VAE input pipeline's config (ga_jax.data.loader.make_vae_loader), meant
 to be a field of a VAE config:
 
@@ -59,3 +63,39 @@ def data_config(gbuffer: str = "objaverse_gbuffer") -> ml_collections.ConfigDict
     c.read_threads = 2  # threads reading samples (in each worker, or the main process)
     c.read_buffer_size = 4  # samples those threads keep ready (a 512 px sample is ~190 MB)
     return c.lock()
+
+
+def optimizer_config(groups: tuple) -> ml_collections.ConfigDict:
+    """AdamW with clipping and an optional warmup / cosine schedule; groups = ((name, regex
+    on the parameter path, lr, weight decay), ...), the first match wins."""
+    o = ml_collections.ConfigDict()
+    o.clip_norm = 1.0
+    o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
+    o.warmup_steps = 0
+    o.decay_steps = 0  # > 0: cosine decay to lr * final_lr_fraction at this step
+    o.final_lr_fraction = 0.0
+    o.groups = groups
+    return o
+
+
+def train_config(eval_batches: int) -> ml_collections.ConfigDict:
+    """Steps, periods (logging, evaluation, checkpoints), the time limit and the EMA switch."""
+    t = ml_collections.ConfigDict()
+    t.total_steps = 1_000_000
+    t.log_every_steps = 50
+    t.eval_every_steps = 5_000
+    t.eval_batches = eval_batches
+    t.checkpoint_every_steps = 5_000
+    t.keep_checkpoints = 3
+    t.time_limit_minutes = 0.0  # > 0: stop (evaluate, checkpoint) after this much training
+    t.ema_decay = 0.0  # > 0: keep an exponential moving average of the parameters
+    return t
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+    """Axis sizes (-1 = the remaining devices), how many devices, logical-axis rules."""
+    m = ml_collections.ConfigDict()
+    m.shape = {"data": -1, "fsdp": 1, "tensor": 1}
+    m.num_devices = -1  # -1 = every device; N = the first N
+    m.rules = config_dict.placeholder(tuple)  # None = ga_jax.parallel.mesh.DEFAULT_RULES
+    return m

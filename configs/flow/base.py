@@ -26,6 +26,7 @@ a variant overrides only what differs:
 import ml_collections
 from ml_collections import config_dict
 
+from configs.common import mesh_config, optimizer_config, train_config
 from configs.flow.model import dit_model
 from configs.paths import data_root
 
@@ -93,29 +94,10 @@ def base_config(stage: int, condition: str, size: str) -> ml_collections.ConfigD
         dict(name="euler", steps=25, shift=1.0, rtol=1e-3, atol=1e-6, max_steps=1024, dt0=0.01)
     )
 
-    c.optimizer = ml_collections.ConfigDict()
-    o = c.optimizer
-    o.clip_norm = 1.0
-    o.b1, o.b2, o.eps = 0.9, 0.999, 1e-8
-    o.warmup_steps = 0
-    o.decay_steps = 0
-    o.final_lr_fraction = 0.0
     # DESIGN.md section 6: AdamW lr 1e-4, weight decay 0.05.
-    o.groups = (("dit", r"^dit/", 1e-4, 0.05), ("condition", r"^condition/", 1e-4, 0.05))
-
-    c.train = ml_collections.ConfigDict()
-    t = c.train
-    t.total_steps = 1_000_000
-    t.log_every_steps = 50
-    t.eval_every_steps = 5_000
-    t.eval_batches = 2
-    t.checkpoint_every_steps = 5_000
-    t.keep_checkpoints = 3
-    t.time_limit_minutes = 0.0
-    t.ema_decay = 0.0
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.shape = {"data": -1, "fsdp": 1, "tensor": 1}
-    c.mesh.num_devices = -1
-    c.mesh.rules = config_dict.placeholder(tuple)
+    c.optimizer = optimizer_config(
+        (("dit", r"^dit/", 1e-4, 0.05), ("condition", r"^condition/", 1e-4, 0.05))
+    )
+    c.train = train_config(eval_batches=2)
+    c.mesh = mesh_config()
     return c

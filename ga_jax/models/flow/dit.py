@@ -56,6 +56,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ga_jax.models.common.adaln import modulate
 from ga_jax.models.common.attention import Attention
 from ga_jax.models.common.embeddings import nerf_positional_encoding
 from ga_jax.models.common.layers import LayerNorm, constrain, dense
@@ -90,8 +91,15 @@ def rms_norm(name: str, param_dtype) -> nn.RMSNorm:
     )
 
 
-def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
-    return x * (1 + scale) + shift
+def scale_shift_table(module: nn.Module, name: str, rows: int, width: int, param_dtype):
+    """PixArt's learned (rows, width) modulation table, initialised N(0, 1 / width)."""
+
+    def init(key, shape, dtype):
+        return jax.random.normal(key, shape, dtype) / math.sqrt(width)
+
+    return module.param(
+        name, nn.with_logical_partitioning(init, (None, "embed")), (rows, width), param_dtype
+    )
 
 
 class PointDiTBlock(nn.Module):
@@ -107,14 +115,7 @@ class PointDiTBlock(nn.Module):
         opts = self.options
         width = x.shape[-1]
         x = constrain(x)
-        table = self.param(
-            "scale_shift_table",
-            nn.with_logical_partitioning(
-                lambda k, s, d: jax.random.normal(k, s, d) / math.sqrt(width), (None, "embed")
-            ),
-            (6, width),
-            opts.param_dtype,
-        )
+        table = scale_shift_table(self, "scale_shift_table", 6, width, opts.param_dtype)
         m = table[None].astype(jnp.float32) + mod  # [B, 6, D]
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = jnp.split(m, 6, axis=1)
         head_dim = width // self.num_heads
@@ -267,14 +268,7 @@ class PointDiT(nn.Module):
 
         # Final layer: LN without affine, (shift, scale) from g, zero-init linear.
         if self.condition == "image":
-            table = self.param(
-                "final_layer_scale_shift_table",
-                nn.with_logical_partitioning(
-                    lambda k, s, dt: jax.random.normal(k, s, dt) / math.sqrt(d), (None, "embed")
-                ),
-                (2, d),
-                opts.param_dtype,
-            )
+            table = scale_shift_table(self, "final_layer_scale_shift_table", 2, d, opts.param_dtype)
             shift, scale = jnp.split(table[None].astype(jnp.float32) + g[:, None], 2, axis=1)
         else:
             m = dense(

@@ -197,3 +197,14 @@ def test_bad_files_name_the_file_and_key(tmp_path):
         build_conditioner(cfg).load()
     with pytest.raises(ValueError, match="divisible by 14"):
         Dinov2(WIDTH, 0, HEADS, grid=GRID).init(jax.random.key(0), jnp.zeros((1, 50, 50, 3)))
+
+
+def test_large_preset_has_the_public_checkpoint_size():
+    """facebook/dinov2-with-registers-large holds 304,372,736 parameters (notes 2b, counted on
+    the meta device); all but the mask token (1,024, used only for masked training) are ours."""
+    from ga_jax.models.conditioning.dinov2 import PRESETS
+
+    model = Dinov2(**PRESETS["large"])
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 518, 518, 3)))
+    count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.unbox(shapes["params"])))
+    assert count == 304_372_736 - 1024
