@@ -23,8 +23,9 @@ resampled by farthest point sampling (FPS):
   more than N   FPS down to N from the first point (merge: the first cloud's first point);
   fewer than N  densify: candidate points at the midpoints between each point and its 3
                 nearest neighbours, then FPS continued from all kept points picks the
-                missing N - M candidates where the kept cloud is sparsest. Every kept point
-                survives with its rows; new points get new ids and rows.
+                missing N - M candidates where the kept cloud is sparsest (repeated on the
+                grown cloud while candidates run short). Every kept point survives with its
+                rows; new points get new ids and rows.
 """
 
 from __future__ import annotations
@@ -205,20 +206,36 @@ def resample(cloud: EditableCloud, num_points: int, noise_rows: NoiseRows) -> Ed
         return cloud
     if count > num_points:
         return cloud.take(np.sort(farthest_point_sample(cloud.xyz, num_points, start=0)))
-    neighbours = min(_DENSIFY_NEIGHBOURS, count - 1)
-    if neighbours == 0:
+    if count == 1:
         raise ValueError("resample: one point left; densifying needs at least two")
-    xyz = cloud.xyz.astype(np.float64)
-    _, nearest = cKDTree(xyz).query(xyz, k=neighbours + 1)  # column 0 is the point itself
-    candidates = 0.5 * (xyz[:, None] + xyz[nearest[:, 1:]])  # [M, k, 3]
-    candidates = np.unique(candidates.reshape(-1, 3), axis=0)
-    missing = num_points - count
-    if len(candidates) < missing:  # very sparse clouds: densify again from the result
-        grown = _with_new_points(cloud, candidates, noise_rows)
-        return resample(grown, num_points, noise_rows)
-    pool = np.concatenate([xyz, candidates])
-    picks = farthest_point_sample(pool, num_points, start=np.arange(count))
-    return _with_new_points(cloud, pool[np.sort(picks[count:])], noise_rows)
+    return _with_new_points(cloud, densify(cloud.xyz, num_points), noise_rows)
+
+
+def densify(xyz: np.ndarray, num_points: int) -> np.ndarray:
+    """The num_points - M points [num_points - M, 3] to add to a cloud xyz [M, 3] (M >= 2):
+    midpoints between each point and its nearest neighbours, picked by FPS continued from the
+    whole cloud (so they land where it is sparsest); repeated while candidates run short."""
+    xyz = np.asarray(xyz, np.float64)
+    count = len(xyz)
+    if count < 2:
+        raise ValueError(f"densify: at least two points are needed, got {count}")
+    added = np.zeros((0, 3))
+    while count + len(added) < num_points:
+        pool_xyz = np.concatenate([xyz, added])
+        k = min(_DENSIFY_NEIGHBOURS, len(pool_xyz) - 1)
+        _, nearest = cKDTree(pool_xyz).query(pool_xyz, k=k + 1)  # column 0: the point itself
+        candidates = 0.5 * (pool_xyz[:, None] + pool_xyz[nearest[:, 1:]])
+        candidates = np.unique(candidates.reshape(-1, 3), axis=0)
+        # Midpoints made in an earlier round come back as candidates: keep only new places.
+        distance, _ = cKDTree(pool_xyz).query(candidates)
+        candidates = candidates[distance > 1e-9]
+        if not len(candidates):
+            raise ValueError("densify: the points coincide; no new places to add points")
+        want = min(num_points - count - len(added), len(candidates))
+        pool = np.concatenate([pool_xyz, candidates])
+        picks = farthest_point_sample(pool, len(pool_xyz) + want, start=np.arange(len(pool_xyz)))
+        added = np.concatenate([added, pool[np.sort(picks[len(pool_xyz) :])]])
+    return added.astype(np.float32)
 
 
 def _with_new_points(

@@ -9,8 +9,9 @@
 Noise: sample s of seed k starts stage 1 from initial_noise(k, s, point ids, 3, stream=1)
 and stage 2 from initial_noise(k, s, point ids, C, stream=2) (ga_jax/flow/samplers.py), so
 a sample is reproducible from (seed, s) alone and an edit can keep every surviving point's
-rows. `points=` skips stage 1: the cloud is FPS'd to the latent's point count P and rescaled
-only when it falls outside the latent frame's box [-0.45, 0.45]^3.
+rows. `points=` skips stage 1: a cloud of any size is brought to the latent's point count P
+(FPS down, or densified up) and rescaled only when it falls outside the latent frame's box
+[-0.45, 0.45]^3.
 
 Each stage was trained by ga_jax/train/tasks/flow.py: stage 1's data is xyz / xyz_scale,
 stage 2's is h * feature_scale, both read from the stage's training config. Guidance is
@@ -41,7 +42,7 @@ from ga_jax.models.flow.build import build_dit
 from ga_jax.models.flow.dit import PointDiT
 from ga_jax.models.flow.stage import StageVelocity, init_stage_params
 from ga_jax.models.vae.vae import VAE, abstract_variables, build_vae
-from ga_jax.pipeline.edit import EditableCloud, Region, region_mask
+from ga_jax.pipeline.edit import EditableCloud, Region, densify, region_mask
 from ga_jax.rendering.surfels import Surfels
 from ga_jax.train.checkpoint import restore_params
 
@@ -98,22 +99,23 @@ class Generation:
 
 
 def prepare_points(points: np.ndarray, num_points: int) -> tuple[np.ndarray, dict]:
-    """A user's cloud [M, 3] as the latent's P points: FPS (from point 0) when M > P (M < P
-    is refused: the stage-1 DiT was trained on P surface points), then rescaled about its
-    bounding-box centre only when it leaves [-BOX, BOX]^3. Returns (points, what was done)."""
+    """A user's cloud [M, 3] of any size as the latent's P points: FPS (from point 0) when
+    M > P, densified as an edit that deleted points is (ga_jax/pipeline/edit.py densify) when
+    M < P, then rescaled about its bounding-box centre only when it leaves [-BOX, BOX]^3.
+    Returns (points, what was done)."""
     points = np.asarray(points, np.float32)
-    if points.ndim != 2 or points.shape[1] != 3:
-        raise ValueError(f"points: expected shape [M, 3], got {points.shape}")
+    if points.ndim != 2 or points.shape[1] != 3 or len(points) < 2:
+        raise ValueError(f"points: expected shape [M, 3] with M >= 2, got {points.shape}")
     if not np.all(np.isfinite(points)):
         raise ValueError("points: expected finite coordinates, found NaN/inf")
-    if len(points) < num_points:
-        raise ValueError(
-            f"points: expected at least {num_points} points (the latent's count), got "
-            f"{len(points)}; sample the surface more densely"
-        )
-    done = {"input_points": int(len(points)), "fps": len(points) > num_points, "rescale": None}
-    if len(points) > num_points:
+    count = len(points)
+    done = {"input_points": count, "fps": count > num_points, "densified": 0, "rescale": None}
+    if count > num_points:
         points = points[np.sort(farthest_point_sample(points, num_points, start=0))]
+    elif count < num_points:
+        added = densify(points, num_points)
+        points = np.concatenate([points, added])
+        done["densified"] = len(added)
     extent = float(np.max(np.abs(points)))
     if extent > BOX:
         center = 0.5 * (points.min(0) + points.max(0))

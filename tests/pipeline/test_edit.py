@@ -156,3 +156,14 @@ def test_bad_edits_are_named():
         edit.from_edited_points(c, np.full((N, 3), np.nan), N, rows)
     with pytest.raises(ValueError, match="EditableCloud.noise_xyz"):
         EditableCloud(c.xyz, c.noise_xyz[:3], c.noise_features, c.ids)
+
+
+def test_densify_grows_very_sparse_clouds_in_rounds():
+    """3 points give 3 midpoint candidates: densify repeats on the grown cloud until 64."""
+    c = cloud(n=3)
+    result = edit.resample(c, N, rows)
+    assert len(result) == N and len(np.unique(result.xyz, axis=0)) == N
+    np.testing.assert_array_equal(result.xyz[:3], c.xyz)
+    assert_rows_follow_ids(result, c)
+    with pytest.raises(ValueError, match="at least two points"):
+        edit.densify(c.xyz[:1], N)

@@ -110,8 +110,13 @@ def test_prepare_points_fps_and_rescale_rule():
     points, done = prepare_points(big, 128)
     assert done["rescale"] is not None and np.max(np.abs(points)) <= BOX + 1e-6
     np.testing.assert_allclose(np.max(np.abs(points)), BOX, rtol=1e-5)
-    with pytest.raises(ValueError, match="at least 128 points"):
-        prepare_points(inside[:100], 128)
+    few = inside[:20]  # fewer than P: kept exactly, densified up to P inside their hull box
+    points, done = prepare_points(few, 128)
+    assert points.shape == (128, 3) and done["densified"] == 108 and done["rescale"] is None
+    np.testing.assert_array_equal(points[:20], few)
+    assert np.all(points.min(0) >= few.min(0) - 1e-6) and np.all(points.max(0) <= few.max(0) + 1e-6)
+    with pytest.raises(ValueError, match=r"points: expected shape \[M, 3\] with M >= 2"):
+        prepare_points(inside[:1], 128)
 
 
 def test_points_input_skips_stage_one(pipe):
