@@ -199,21 +199,30 @@ class Pipeline:
         checkpoints, with the configs the runs saved."""
         vae_config = _read_run_config(vae_workdir)
         vae = build_vae(vae_config.model)
-        abstract = jax.tree.map(_plain, abstract_variables(vae)["params"])
+        abstract = _plain(abstract_variables(vae)["params"])
         vae_params, _ = restore_params(Path(vae_workdir) / "checkpoints", abstract)
-        stages = []
-        for workdir in (stage1_workdir, stage2_workdir):
+        stages, conditions = [], []
+        for stage, workdir in ((1, stage1_workdir), (2, stage2_workdir)):
             config = _read_run_config(workdir)
+            if int(config.get("stage", 0)) != stage:
+                raise ValueError(
+                    f"{workdir}: expected a stage-{stage} flow run, its config has stage "
+                    f"{config.get('stage')!r} (task {config.get('task')!r})"
+                )
+            conditions.append(config.condition.to_dict())
             model = build_dit(config.model)
             conditioner = build_conditioner(config.condition)
             shapes = jax.eval_shape(
                 functools.partial(init_stage_params, model, conditioner), jax.random.key(0)
             )
             field = "ema_params" if config.train.get("ema_decay", 0.0) > 0 else "params"
-            params, _ = restore_params(
-                Path(workdir) / "checkpoints", jax.tree.map(_plain, shapes), field=field
-            )
+            params, _ = restore_params(Path(workdir) / "checkpoints", _plain(shapes), field=field)
             stages.append(_stage(config, model, params))
+        if conditions[0] != conditions[1]:
+            raise ValueError(
+                f"{stage1_workdir}, {stage2_workdir}: the stages were trained with different "
+                f"conditioners ({conditions[0]} and {conditions[1]}); one Pipeline needs one"
+            )
         return cls(vae, vae_params, *stages, config.condition, **kwargs)
 
     # -- the parts ---------------------------------------------------------------------------
@@ -478,11 +487,15 @@ def _perturbed(params: Any, key: jax.Array, std: float = 0.02) -> Any:
     return jax.tree.unflatten(tree, noisy)
 
 
-def _plain(x):
-    """An abstract leaf without logical-axis boxing (restored onto one device)."""
+def _plain(abstract: Any) -> Any:
+    """Abstract parameters without their logical-axis boxes, placed on the first device: a
+    restore target for one process (multi-device restores: parallel.mesh.sharded_abstract)."""
     from flax import linen as nn  # noqa: PLC0415
 
-    return x.value if isinstance(x, nn.Partitioned) else x
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), nn.unbox(abstract)
+    )
 
 
 def _stage(config: Any, model: PointDiT, params: Any) -> FlowStage:

@@ -185,3 +185,28 @@ def test_sample_and_edit_jobs(tmp_path):
     e.op = "explode"
     with pytest.raises(ValueError, match="op: expected one of"):
         run_edit(e, load_config)
+
+
+def test_from_runs_restores_what_the_runs_saved(pipe, tmp_path):
+    """Three 'runs' (their parameters and configs saved as the training loop saves them) load
+    into a Pipeline that generates exactly what the pipeline holding those weights does."""
+    from ga_jax.train.checkpoint import Checkpointer
+
+    specs = ("configs/vae/tiny.py", "configs/flow/tiny.py:1", "configs/flow/tiny.py:2")
+    configs = [load_config(s) for s in specs]
+    params = [pipe.vae_params, pipe.stages[1].params, pipe.stages[2].params]
+    workdirs = []
+    for i, (config, p) in enumerate(zip(configs, params, strict=True)):
+        workdir = tmp_path / f"run{i}"
+        ckpt = Checkpointer(workdir / "checkpoints")
+        ckpt.save(3, {"step": 3, "params": p}, config=config)
+        ckpt.close()
+        workdirs.append(workdir)
+    restored = Pipeline.from_runs(*workdirs, sampler=EULER_4)
+    a, b = pipe.run(seed=9), restored.run(seed=9)
+    np.testing.assert_array_equal(a.xyz, b.xyz)
+    np.testing.assert_array_equal(a.features, b.features)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Pipeline.from_runs(tmp_path / "missing", *workdirs[1:])
+    with pytest.raises(ValueError, match="run2: expected a stage-1 flow run"):
+        Pipeline.from_runs(workdirs[0], workdirs[2], workdirs[2])
