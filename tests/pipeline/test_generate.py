@@ -148,7 +148,17 @@ def test_sample_directory_round_trip(pipe, tmp_path):
         read_sample(tmp_path / "nothing")
 
 
-def test_sample_and_edit_jobs(tmp_path):
+def test_sample_and_edit_jobs(tmp_path, monkeypatch):
+    from ga_jax.pipeline import jobs
+
+    built, build = [], jobs.pipeline_from_config
+
+    def build_once(config, load):  # the three jobs share one random-weight pipeline
+        if not built:
+            built.append(build(config, load))
+        return built[0]
+
+    monkeypatch.setattr(jobs, "pipeline_from_config", build_once)
     config = sample_config("random_tiny")
     config.sampler.steps = 2
     config.num_samples = 2
