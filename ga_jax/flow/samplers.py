@@ -92,6 +92,12 @@ class SamplerSettings:
     max_steps: int = 1024
     dt0: float = 0.01
 
+    @classmethod
+    def from_config(cls, section: Any) -> SamplerSettings:
+        """The settings of a config section with the same field names (missing: defaults)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{name: section[name] for name in names if name in section})
+
     def __post_init__(self):
         if self.name not in SAMPLERS:
             raise ValueError(f"sampler name: expected one of {SAMPLERS}, got {self.name!r}")

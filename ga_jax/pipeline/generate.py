@@ -162,6 +162,7 @@ class Pipeline:
             lambda p, xyz, h: vae.apply({"params": p}, xyz, h, method=VAE.decode)[-1]
         )
         self._encode = jax.jit(self._encode_condition)
+        self._frozen_condition: tuple[Any, Any] = (None, None)  # (prompt/image key, features)
 
     # -- construction ------------------------------------------------------------------------
 
@@ -237,12 +238,20 @@ class Pipeline:
         (zeros) when neither prompt nor image is given."""
         if prompt is None and image is None:
             return self.null_condition(stage, count)
-        inputs = self.conditioner.prepare(
-            captions=None if prompt is None else np.asarray([prompt]),
-            images=None if image is None else np.asarray(image)[None],
-        )
-        params = self.stages[stage].params.get("condition")
-        condition = self._encode(params, self.frozen, inputs)
+        # A frozen encoder gives both stages the same features: encode them once (the paper's
+        # DINOv2-L at 518 px costs a whole ViT-L pass); a trainable one has per-stage weights.
+        key = (prompt, None if image is None else hash(np.asarray(image).tobytes()))
+        if self.conditioner.trainable or self._frozen_condition[0] != key:
+            inputs = self.conditioner.prepare(
+                captions=None if prompt is None else np.asarray([prompt]),
+                images=None if image is None else np.asarray(image)[None],
+            )
+            params = self.stages[stage].params.get("condition")
+            condition = self._encode(params, self.frozen, inputs)
+            if not self.conditioner.trainable:
+                self._frozen_condition = (key, condition)
+        else:
+            condition = self._frozen_condition[1]
         return jax.tree.map(lambda c: jnp.repeat(c, count, axis=0), condition)
 
     def null_condition(self, stage: int, count: int) -> dict[str, jax.Array]:

@@ -24,14 +24,10 @@ log = logging.getLogger(__name__)
 EDIT_OPS = ("translate", "scale", "rotate", "delete", "merge", "points", "regenerate")
 
 
-def sampler_from_config(section: Any) -> SamplerSettings:
-    return SamplerSettings(**{f.name: section[f.name] for f in dataclasses.fields(SamplerSettings)})
-
-
 def pipeline_from_config(config: Any, load_config=None) -> Pipeline:
     """Trained runs (the three workdirs) or, with config.random_init, random weights of the
     named configs (load_config: configs.loading.load_config, passed by the launcher)."""
-    sampler = sampler_from_config(config.sampler)
+    sampler = SamplerSettings.from_config(config.sampler)
     workdirs = (config.vae_workdir, config.stage1_workdir, config.stage2_workdir)
     if all(workdirs):
         return Pipeline.from_runs(*workdirs, sampler=sampler)

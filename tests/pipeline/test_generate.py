@@ -220,3 +220,13 @@ def test_from_runs_restores_what_the_runs_saved(pipe, tmp_path):
         Pipeline.from_runs(tmp_path / "missing", *workdirs[1:])
     with pytest.raises(ValueError, match="run2: expected a stage-1 flow run"):
         Pipeline.from_runs(workdirs[0], workdirs[2], workdirs[2])
+
+
+def test_a_frozen_condition_is_encoded_once_per_prompt(pipe, monkeypatch):
+    calls = []
+    prepare = pipe.conditioner.prepare
+    monkeypatch.setattr(pipe.conditioner, "prepare", lambda **kw: calls.append(1) or prepare(**kw))
+    pipe.run("a red cube", seed=0)
+    assert len(calls) == 1  # both stages read the same frozen features
+    pipe.run("a blue cone", seed=0)
+    assert len(calls) == 2

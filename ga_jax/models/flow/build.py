@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ga_jax.models.common.options import ModelOptions
 from ga_jax.models.flow.dit import PointDiT
+from ga_jax.models.vae.vae import count_params
 
 # PointDiT's fields read from the config (ModelOptions' fields come from the same section).
 DIT_FIELDS = (
@@ -63,5 +63,4 @@ def abstract_dit_params(model: PointDiT) -> Any:
 
 
 def count_dit_params(model: PointDiT) -> int:
-    leaves = jax.tree.leaves(nn.unbox(abstract_dit_params(model)))
-    return sum(int(x.size) for x in leaves)
+    return count_params(abstract_dit_params(model))

@@ -47,16 +47,6 @@ def stage_data(stage: int, batch: dict[str, jax.Array], flow: Any) -> jax.Array:
     return batch["h"] * flow.feature_scale
 
 
-def sampler_settings(section: Any) -> SamplerSettings:
-    """SamplerSettings from a config section with the same field names (missing: defaults)."""
-    fields = {
-        k: section[k]
-        for k in ("name", "steps", "shift", "rtol", "atol", "max_steps", "dt0")
-        if k in section
-    }
-    return SamplerSettings(**fields)
-
-
 class FlowTask(Task):
     """Stage config.stage of config.model, conditioned by config.condition."""
 
@@ -156,7 +146,7 @@ class FlowTask(Task):
             field,
             x0,
             ((params["dit"], xyz), condition),
-            sampler_settings(config.eval.sampler),
+            SamplerSettings.from_config(config.eval.sampler),
             path=flow.path,
         )
         if self.stage == 1:
