@@ -11,7 +11,9 @@ a variant overrides only what differs:
                     probability of training a sample unconditionally (guidance needs it);
                     xyz_scale: stage 1's data is xyz / xyz_scale (0.164 makes the objects'
                     coordinates unit-scale); feature_scale: stage 2's data is h *
-                    feature_scale (the paper: 1 image, 4 text); guidance_scale: the sampling
+                    feature_scale (the paper: 1 image, 4 text), or (h - feature_mean) /
+                    feature_std * feature_scale with standardise_features (stats from
+                    data.root, filled in by the task); guidance_scale: the sampling
                     default (DESIGN.md: 4.5 image, 4.0 text)
     data            the latent dataset (ga_jax/data/flow_loader.py): root, batch_size
                     (global), seed, shuffle, num_epochs, latent_field 'sample' | 'mean',
@@ -79,6 +81,12 @@ def base_config(stage: int, condition: str, size: str) -> ml_collections.ConfigD
     f.condition_dropout = 0.1
     f.xyz_scale = 0.164
     f.feature_scale = 1.0 if condition == "image" else 4.0
+    # Per-channel standardisation of h (ga_jax/flow/scaling.py): with standardise_features
+    # the flow task fills feature_mean / feature_std from the training latents' stats, and the
+    # run's saved config carries them to sampling.
+    f.standardise_features = False
+    f.feature_mean = ()
+    f.feature_std = ()
     f.guidance_scale = 4.5 if condition == "image" else 4.0
 
     root = data_root() + "/latents"

@@ -12,7 +12,10 @@ batch (leading dim B = batch_size / shard_count):
     caption  str     [B]         the object's caption (text conditioners tokenise it)
     image    uint8   [B, S, S, 3]  one conditioning view (with use_images)
 
-Bad records raise LatentFormatError naming the file (the reader's checks).
+`root` may name several latent datasets separated by commas (e.g. the VAE's training objects
+and a larger set encoded for the flows); they are read as one, in the order given, and must
+agree on the point count and latent width. Bad records raise LatentFormatError naming the
+file (the reader's checks).
 """
 
 from __future__ import annotations
@@ -23,9 +26,43 @@ import grain
 import jax
 import numpy as np
 
-from ga_jax.data.latents import LatentDataset
+from ga_jax.data.latents import LatentDataset, LatentFormatError
 
 LATENT_FIELDS = ("sample", "mean")
+
+
+def open_latent_datasets(root: str) -> list[LatentDataset]:
+    """The latent datasets of a comma-separated `root` (module docstring)."""
+    roots = [r.strip() for r in str(root).split(",") if r.strip()]
+    if not roots:
+        raise ValueError(
+            f"data.root: expected one or more latent dataset directories, got {root!r}"
+        )
+    datasets = [LatentDataset(r) for r in roots]
+    first = datasets[0]
+    for ds in datasets[1:]:
+        if (ds.num_points, ds.latent_dim) != (first.num_points, first.latent_dim):
+            raise LatentFormatError(
+                f"{ds.root}: {ds.num_points} points x {ds.latent_dim} channels, but "
+                f"{first.root} has {first.num_points} x {first.latent_dim}; data.root's "
+                "datasets must match"
+            )
+    return datasets
+
+
+class _Concatenated:
+    """Several latent datasets read as one grain source."""
+
+    def __init__(self, datasets: list[LatentDataset]):
+        self.datasets = datasets
+        self.offsets = np.cumsum([0] + [len(d) for d in datasets])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.datasets[k][int(i - self.offsets[k])]
 
 
 def _check(config: Any) -> None:
@@ -75,7 +112,8 @@ def make_flow_loader(
             f"data.batch_size: the global batch {config.batch_size} must split evenly over "
             f"{shard_count} processes"
         )
-    source = LatentDataset(config.root)
+    datasets = open_latent_datasets(config.root)
+    source = datasets[0] if len(datasets) == 1 else _Concatenated(datasets)
     if len(source) < shard_count:
         raise ValueError(f"{config.root}: {len(source)} objects for {shard_count} processes")
     ds = grain.MapDataset.source(source)

@@ -17,9 +17,12 @@ On-disk format (version 1), one directory:
         cond_cameras float32 [V, 25]    their c.npy rows (optional, present with cond_images)
 
 K encodings per object come from different FPS starts / view halves, so a flow model sees
-several latents of each object. index.json is written last and atomically (write to a
-temporary name, then rename): a crashed extraction leaves no index that points at missing
-files. Every problem raises LatentFormatError naming the file and the field.
+several latents of each object. index.json also holds "stats": per latent field ("sample",
+"mean") the per-channel mean and standard deviation over every object, encoding and point,
+and the count of values per channel (pooled_stats combines datasets); the flow stages
+standardise h with them (configs/flow/base.py, flow.standardise_features). index.json is
+written last and atomically (write to a temporary name, then rename): a crashed extraction
+leaves no index that points at missing files. Every problem raises LatentFormatError naming the file and the field.
 """
 
 from __future__ import annotations
@@ -32,11 +35,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "VERSION", "LatentDataset", "LatentFormatError", "LatentWriter"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "LatentDataset",
+    "LatentFormatError",
+    "LatentWriter",
+    "pooled_stats",
+]
 
 FORMAT = "ga-jax-latents"
 VERSION = 1
 _LATENT_FIELDS = ("xyz", "sample", "mean", "logvar")
+_STATS_FIELDS = ("sample", "mean")
 
 
 class LatentFormatError(ValueError):
@@ -98,6 +109,8 @@ class LatentWriter:
         self.metadata = dict(metadata or {})
         self.objects: list[dict[str, str]] = []
         self.encodings: int | None = None
+        # Per-channel float64 sums of x and x^2 and the value count, per latent field.
+        self._sums = {f: [0.0, 0.0, 0] for f in _STATS_FIELDS}
         (self.root / "objects").mkdir(parents=True, exist_ok=True)
 
     def add(
@@ -130,6 +143,12 @@ class LatentWriter:
                 f"object {instance_id!r}: expected {self.encodings} encodings like the objects "
                 f"before it, found {arrays['xyz'].shape[0]}"
             )
+        for field in _STATS_FIELDS:
+            values = arrays[field].reshape(-1, self.latent_dim).astype(np.float64)
+            sums = self._sums[field]
+            sums[0] = sums[0] + values.sum(0)
+            sums[1] = sums[1] + np.square(values).sum(0)
+            sums[2] += values.shape[0]
         rel = f"objects/{len(self.objects):06d}.npz"
         np.savez(self.root / rel, **arrays)
         self.objects.append({"instance_id": instance_id, "caption": caption, "file": rel})
@@ -143,6 +162,7 @@ class LatentWriter:
             "latent_dim": self.latent_dim,
             "encodings": self.encodings or 0,
             "metadata": self.metadata,
+            "stats": self._stats(),
             "objects": self.objects,
         }
         path = self.root / "index.json"
@@ -150,6 +170,16 @@ class LatentWriter:
         tmp.write_text(json.dumps(index, indent=1))
         os.replace(tmp, path)
         return path
+
+    def _stats(self) -> dict[str, Any]:
+        stats = {}
+        for field, (total, squares, count) in self._sums.items():
+            if count == 0:
+                continue
+            mean = total / count
+            std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+            stats[field] = {"mean": mean.tolist(), "std": std.tolist(), "count": count}
+        return stats
 
     def __enter__(self) -> LatentWriter:
         return self
@@ -186,6 +216,7 @@ class LatentDataset:
         self.latent_dim = int(index["latent_dim"])
         self.encodings = int(index["encodings"])
         self.metadata = index.get("metadata", {})
+        self.stats = index.get("stats", {})
         self.objects = index["objects"]
 
     def __len__(self) -> int:
@@ -203,3 +234,32 @@ class LatentDataset:
             raise LatentFormatError(f"{path}: unreadable npz: {e}") from e
         _check_record(arrays, self.num_points, self.latent_dim, str(path))
         return {**arrays, "instance_id": entry["instance_id"], "caption": entry["caption"]}
+
+
+def pooled_stats(datasets: list[LatentDataset], field: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (mean [C], std [C]) of a latent field over several datasets, pooled
+    exactly from each one's index.json stats (module docstring)."""
+    if field not in _STATS_FIELDS:
+        raise ValueError(f"latent stats: expected a field in {_STATS_FIELDS}, got {field!r}")
+    total = squares = 0.0
+    count = 0
+    for ds in datasets:
+        entry = ds.stats.get(field)
+        if entry is None:
+            raise LatentFormatError(
+                f"{ds.root / 'index.json'}: no stats for '{field}' (written by extraction "
+                "since issue 17; re-run launch.extract_latents)"
+            )
+        mean, std, n = np.asarray(entry["mean"]), np.asarray(entry["std"]), int(entry["count"])
+        if mean.shape != (ds.latent_dim,) or std.shape != (ds.latent_dim,):
+            raise LatentFormatError(
+                f"{ds.root / 'index.json'}: stats.{field}: expected mean and std of "
+                f"{ds.latent_dim} channels, got {mean.shape} and {std.shape}"
+            )
+        total = total + mean * n
+        squares = squares + (np.square(std) + np.square(mean)) * n
+        count += n
+    if count == 0:
+        raise ValueError("latent stats: no datasets given")
+    mean = total / count
+    return mean, np.sqrt(np.maximum(squares / count - mean**2, 0.0))

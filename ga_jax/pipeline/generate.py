@@ -14,7 +14,8 @@ rows. `points=` skips stage 1: a cloud of any size is brought to the latent's po
 [-0.45, 0.45]^3.
 
 Each stage was trained by ga_jax/train/tasks/flow.py: stage 1's data is xyz / xyz_scale,
-stage 2's is h * feature_scale, both read from the stage's training config. Guidance is
+stage 2's is h * feature_scale (or standardised h; ga_jax.flow.scaling), both read from the
+stage's training config. Guidance is
 classifier-free (ga_jax/flow/guidance.py) with the null condition the training dropout used
 (zeros); a pipeline without a condition (no prompt or image given) runs unguided.
 """
@@ -37,6 +38,7 @@ import numpy as np
 from ga_jax.data.fps import farthest_point_sample
 from ga_jax.flow.guidance import Guidance, guide
 from ga_jax.flow.samplers import Known, SampleResult, SamplerSettings, initial_noise, sample
+from ga_jax.flow.scaling import StageScaling, stage_scaling
 from ga_jax.models.conditioning.build import build_conditioner
 from ga_jax.models.flow.build import build_dit
 from ga_jax.models.flow.dit import PointDiT
@@ -54,13 +56,13 @@ BOX = 0.45
 
 @dataclasses.dataclass(frozen=True)
 class FlowStage:
-    """One trained stage: its DiT, parameters {'dit'[, 'condition']}, the scale between the
-    data and the stage's x (stage 1: xyz_scale, x = xyz / scale; stage 2: feature_scale,
-    x = h * scale), the path it was trained on and its default guidance scale."""
+    """One trained stage: its DiT, parameters {'dit'[, 'condition']}, the scaling between the
+    data and the stage's x (ga_jax.flow.scaling), the path it was trained on and its default
+    guidance scale."""
 
     model: PointDiT
     params: Any
-    scale: float
+    scaling: StageScaling
     path: str = "gvp"
     guidance_scale: float = 1.0
 
@@ -321,7 +323,7 @@ class Pipeline:
         if points is None:
             start = time.perf_counter()
             result = self._stage(1, prompt, image, num_samples, noise_xyz, settings, guidance)
-            xyz = result.x * self.stages[1].scale
+            xyz = self.stages[1].scaling.from_x(result.x)
             info["stages"]["1"] = _result_info(result, self._scale(1, guidance))
             timings["stage1_s"] = time.perf_counter() - start
         else:
@@ -332,7 +334,7 @@ class Pipeline:
         result = self._stage(
             2, prompt, image, num_samples, noise_features, settings, guidance, xyz=xyz
         )
-        features = result.x / self.stages[2].scale
+        features = self.stages[2].scaling.from_x(result.x)
         info["stages"]["2"] = _result_info(result, self._scale(2, guidance))
         timings["stage2_s"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -376,7 +378,7 @@ class Pipeline:
             guidance,
             xyz=xyz,
         )
-        features = result.x / self.stages[2].scale
+        features = self.stages[2].scaling.from_x(result.x)
         info = {**original.info, "edited": True, "sampler": dataclasses.asdict(settings)}
         info["stages"] = {
             **original.info.get("stages", {}),
@@ -404,8 +406,8 @@ class Pipeline:
             raise ValueError("regenerate_region: no point lies inside the region")
         prompt = original.info.get("prompt") if prompt is None and image is None else prompt
         settings = sampler or self.sampler
-        scale = self.stages[1].scale
-        known = Known(jnp.asarray(~free)[None], jnp.asarray(cloud.xyz / scale)[None])
+        scaling = self.stages[1].scaling
+        known = Known(jnp.asarray(~free)[None], jnp.asarray(scaling.to_x(cloud.xyz))[None])
         result = self._stage(
             1,
             prompt,
@@ -416,8 +418,8 @@ class Pipeline:
             guidance,
             known=known,
         )
-        xyz = np.array(result.x[0] * scale, np.float32)
-        xyz[~free] = cloud.xyz[~free]  # exactly (x / scale * scale may round)
+        xyz = np.array(scaling.from_x(result.x[0]), np.float32)
+        xyz[~free] = cloud.xyz[~free]  # exactly (to_x then from_x may round)
         regenerated = cloud.with_xyz(xyz)
         edited = self.edit(
             original, regenerated, prompt=prompt, image=image, guidance=guidance, sampler=sampler
@@ -511,8 +513,8 @@ def _stage(config: Any, model: PointDiT, params: Any) -> FlowStage:
     from flax import linen as nn  # noqa: PLC0415
 
     flow = config.flow
-    scale = flow.xyz_scale if int(config.stage) == 1 else flow.feature_scale
-    return FlowStage(model, nn.unbox(params), float(scale), flow.path, float(flow.guidance_scale))
+    scaling = stage_scaling(int(config.stage), flow)
+    return FlowStage(model, nn.unbox(params), scaling, flow.path, float(flow.guidance_scale))
 
 
 def _result_info(result: SampleResult, guidance_scale: float) -> dict:

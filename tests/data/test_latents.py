@@ -82,3 +82,26 @@ def test_reader_errors_name_the_file(tmp_path):
     (tmp_path / "index.json").write_text(json.dumps({**index, "version": 99}))
     with pytest.raises(LatentFormatError, match="version 99"):
         LatentDataset(tmp_path)
+
+
+def test_stats_are_the_per_channel_moments_and_pool_exactly(tmp_path):
+    from ga_jax.data.latents import pooled_stats
+
+    parts = [[arrays(0), arrays(1)], [arrays(2)]]
+    datasets = []
+    for n, objects in enumerate(parts):
+        with LatentWriter(tmp_path / str(n), num_points=P, latent_dim=C) as writer:
+            for i, a in enumerate(objects):
+                writer.add(f"a/0/{i}", "x", **a)
+        datasets.append(LatentDataset(tmp_path / str(n)))
+    for field in ("sample", "mean"):
+        values = np.concatenate(
+            [a[field].astype(np.float32).reshape(-1, C) for objs in parts for a in objs]
+        ).astype(np.float64)
+        mean, std = pooled_stats(datasets, field)
+        np.testing.assert_allclose(mean, values.mean(0), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(std, values.std(0), rtol=1e-6)
+        first = np.concatenate([a[field].reshape(-1, C) for a in parts[0]]).astype(np.float32)
+        np.testing.assert_allclose(datasets[0].stats[field]["std"], first.std(0), rtol=1e-5)
+    with pytest.raises(ValueError, match="expected a field"):
+        pooled_stats(datasets, "logvar")

@@ -80,6 +80,48 @@ def test_loader_is_deterministic_and_sharded(latents):
         make_flow_loader(c.data)
 
 
+def test_several_roots_read_as_one(latents, tmp_path):
+    other = write_latents(tmp_path / "other", count=8, encodings=3)
+    c = config_for(latents, 1)
+    c.data.root = f"{latents},{other}"
+    c.data.shuffle, c.data.num_epochs, c.data.batch_size = False, 1, 4
+    captions = [str(x) for b in make_flow_loader(c.data) for x in b["caption"]]
+    assert len(captions) == 24 and captions[:16] == [f"object {i}" for i in range(16)]
+    with LatentWriter(tmp_path / "wide", num_points=POINTS, latent_dim=DIM + 1) as writer:
+        writer.add(
+            "o",
+            "c",
+            xyz=np.zeros((1, POINTS, 3)),
+            sample=np.zeros((1, POINTS, DIM + 1)),
+            mean=np.zeros((1, POINTS, DIM + 1)),
+            logvar=np.zeros((1, POINTS, DIM + 1)),
+        )
+    c.data.root = f"{latents},{tmp_path / 'wide'}"
+    with pytest.raises(ValueError, match="must match"):
+        make_flow_loader(c.data)
+
+
+def test_standardised_features_use_the_data_stats(latents):
+    """Stage 2 with flow.standardise_features: the config is filled from the latents' stats
+    and the data x1 has zero mean and unit spread per channel; x1 maps back to h."""
+    from ga_jax.data.latents import LatentDataset
+    from ga_jax.flow.scaling import stage_scaling
+    from ga_jax.train.tasks.flow import stage_data
+
+    c = config_for(latents, 2)
+    c.flow.standardise_features, c.flow.feature_scale = True, 1.0
+    FlowTask(c)
+    values = np.concatenate(
+        [LatentDataset(latents)[i]["sample"].reshape(-1, DIM) for i in range(16)]
+    )
+    np.testing.assert_allclose(c.flow.feature_mean, values.mean(0), rtol=1e-5, atol=1e-6)
+    batch = {"h": values[None], "xyz": None}
+    x1 = np.asarray(stage_data(2, batch, c.flow))[0]
+    np.testing.assert_allclose(x1.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x1.std(0), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(stage_scaling(2, c.flow).from_x(x1), values, rtol=1e-5, atol=1e-5)
+
+
 def one_step(config, mesh, host_batch):
     task, optimizer = FlowTask(config), make_optimizer(config.optimizer)
     with rules_context(mesh, None):

@@ -36,6 +36,7 @@ from ga_jax.data.synthetic.cameras import (
     chunk_cameras,
     look_at,
     object_cameras,
+    orbit_cameras,
 )
 from ga_jax.data.synthetic.generate import (
     FPS_POINTS,
@@ -82,6 +83,7 @@ __all__ = [
     "look_at",
     "make_object",
     "object_cameras",
+    "orbit_cameras",
     "part_inside",
     "render_views",
     "rot_x",

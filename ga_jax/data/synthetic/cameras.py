@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FOCAL", "NUM_VIEWS", "chunk_cameras", "look_at", "object_cameras"]
+__all__ = ["FOCAL", "NUM_VIEWS", "chunk_cameras", "look_at", "object_cameras", "orbit_cameras"]
 
 NUM_VIEWS = 16
 FOCAL = 25.0 / 18.0  # fx = fy normalised by the image size (FoV 39.6 deg), as in the data
@@ -102,3 +102,10 @@ def chunk_cameras(seed: int, index: int, num_chunks: int, resolution: int) -> li
 def _camera_rng(seed: int, index: int) -> np.random.Generator:
     # A stream separate from make_object's, so that cameras and shapes vary independently.
     return np.random.default_rng([seed, index, 1])
+
+
+def orbit_cameras(azimuths_deg, elevation_deg: float, radius: float, resolution: int) -> np.ndarray:
+    """float32 [len(azimuths), 25] c.npy rows of cameras at one elevation and radius looking
+    at the origin (fixed evaluation cameras, e.g. ga_jax.metrics.judges)."""
+    rows = [_camera_row(look_at(a, elevation_deg, radius), resolution) for a in azimuths_deg]
+    return np.stack(rows).astype(np.float32)

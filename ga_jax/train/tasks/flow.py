@@ -4,9 +4,9 @@
     python -m launch.train --config=configs/flow/tiny.py:2 --workdir=W     # stage 2
 
 config.stage 1 learns the xyz of the latent's points (data x1 = xyz / flow.xyz_scale,
-[B, P, 3]); stage 2 learns their features given the xyz (x1 = h * flow.feature_scale,
-[B, P, C]; the DiT reads the clean xyz). Both: noise x0 at t = 0, data at t = 1 on
-flow.path, t from flow.time_sampling, the velocity regressed with mean squared error
+[B, P, 3]); stage 2 learns their features given the xyz (x1 = h * flow.feature_scale, or
+the standardised h, ga_jax/flow/scaling.py, [B, P, C]; the DiT reads the clean xyz). Both:
+noise x0 at t = 0, data at t = 1 on flow.path, t from flow.time_sampling, the velocity regressed with mean squared error
 (ga_jax.losses.flow), the whole condition of a sample dropped with probability
 flow.condition_dropout so that guidance has an unconditional model (ga_jax.flow.guidance).
 
@@ -22,6 +22,7 @@ features' mean squared error at the given xyz (stage 2); the loss on fixed draws
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import jax
@@ -30,6 +31,7 @@ import numpy as np
 
 from ga_jax.flow.guidance import Guidance, drop_condition, guide
 from ga_jax.flow.samplers import SamplerSettings, initial_noise, sample
+from ga_jax.flow.scaling import stage_scaling
 from ga_jax.losses.flow import flow_draws, flow_matching_loss
 from ga_jax.metrics.pointcloud import chamfer_distance
 from ga_jax.models.conditioning.build import build_conditioner
@@ -37,14 +39,37 @@ from ga_jax.models.flow.build import build_dit
 from ga_jax.models.flow.stage import StageVelocity, init_stage_params
 from ga_jax.train.task import Task
 
+log = logging.getLogger(__name__)
+
 STAGES = (1, 2)
 
 
 def stage_data(stage: int, batch: dict[str, jax.Array], flow: Any) -> jax.Array:
     """The stage's data x1 from a batch's xyz [B, P, 3] / h [B, P, C] (module docstring)."""
-    if stage == 1:
-        return batch["xyz"] / flow.xyz_scale
-    return batch["h"] * flow.feature_scale
+    data = batch["xyz"] if stage == 1 else batch["h"]
+    return stage_scaling(stage, flow).to_x(data)
+
+
+def standardise_from_data(config: Any) -> None:
+    """Fill config.flow.feature_mean / feature_std from the training latents' stats (stage 2
+    with flow.standardise_features), so that the run's saved config carries them to sampling.
+    A config that already holds them (a resumed run) keeps its values."""
+    flow = config.flow
+    if int(config.stage) != 2 or not flow.get("standardise_features", False):
+        return
+    if tuple(flow.feature_mean):
+        return
+    from ga_jax.data.flow_loader import open_latent_datasets  # noqa: PLC0415 - keeps grain out
+    from ga_jax.data.latents import pooled_stats  # noqa: PLC0415
+
+    mean, std = pooled_stats(open_latent_datasets(config.data.root), config.data.latent_field)
+    flow.feature_mean = tuple(float(v) for v in mean)
+    flow.feature_std = tuple(float(max(v, 1e-6)) for v in std)
+    log.info(
+        "standardising h by the training latents' per-channel stats: std %.4g .. %.4g",
+        min(flow.feature_std),
+        max(flow.feature_std),
+    )
 
 
 class FlowTask(Task):
@@ -71,6 +96,7 @@ class FlowTask(Task):
                 f"{self.stage == 2} (stage 2 reads the stage-1 xyz)"
             )
         self.conditioner = build_conditioner(config.condition)
+        standardise_from_data(config)
         self.flow = config.flow
 
     # -- the network -------------------------------------------------------------------------
@@ -150,7 +176,7 @@ class FlowTask(Task):
             path=flow.path,
         )
         if self.stage == 1:
-            generated = result.x * flow.xyz_scale
+            generated = stage_scaling(1, flow).from_x(result.x)
             # l2_mean: the mean nearest distance each way, summed (in the latent frame units)
             score = {"chamfer": chamfer_distance(generated, batch["xyz"], "l2_mean")}
         else:
