@@ -22,7 +22,8 @@ several latents of each object. index.json also holds "stats": per latent field 
 and the count of values per channel (pooled_stats combines datasets); the flow stages
 standardise h with them (configs/flow/base.py, flow.standardise_features). index.json is
 written last and atomically (write to a temporary name, then rename): a crashed extraction
-leaves no index that points at missing files. Every problem raises LatentFormatError naming the file and the field.
+leaves no index that points at missing files. Every problem raises LatentFormatError naming
+the file and the field.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@
 config.stage 1 learns the xyz of the latent's points (data x1 = xyz / flow.xyz_scale,
 [B, P, 3]); stage 2 learns their features given the xyz (x1 = h * flow.feature_scale, or
 the standardised h, ga_jax/flow/scaling.py, [B, P, C]; the DiT reads the clean xyz). Both:
-noise x0 at t = 0, data at t = 1 on flow.path, t from flow.time_sampling, the velocity regressed with mean squared error
-(ga_jax.losses.flow), the whole condition of a sample dropped with probability
-flow.condition_dropout so that guidance has an unconditional model (ga_jax.flow.guidance).
+noise x0 at t = 0, data at t = 1 on flow.path, t from flow.time_sampling, the velocity
+regressed with mean squared error (ga_jax.losses.flow), the whole condition of a sample
+dropped with probability flow.condition_dropout so that guidance has an unconditional model
+(ga_jax.flow.guidance).
 
 The condition comes from config.condition (ga_jax.models.conditioning.build): a frozen
 encoder's weights are frozen parameters (an argument of the jitted step, from `frozen()`), a
