@@ -36,6 +36,7 @@ from PIL import Image
 from ga_jax.data.gbuffer import read_chunk
 from ga_jax.data.latents import LatentWriter
 from ga_jax.data.loader import make_source, make_vae_loader
+from ga_jax.data.synthetic.splits import has_heldout_combo
 from ga_jax.data.transforms import VaeBatch
 from ga_jax.evaluation.error_regions import (
     REGIONS,
@@ -189,9 +190,19 @@ def _cond_images(chunk_dirs: list[Path], views_per_half: int, size: int):
 
 
 def extract_latents(
-    config, workdir: str | Path, out: str | Path, *, cond_size: int = 0, seed: int = 0
+    config,
+    workdir: str | Path,
+    out: str | Path,
+    *,
+    cond_size: int = 0,
+    seed: int = 0,
+    exclude_heldout_combos: bool = False,
 ) -> Path:
-    """Encode every record of config.data and write the latent dataset to `out`."""
+    """Encode every record of config.data and write the latent dataset to `out`.
+
+    exclude_heldout_combos: leave out (and count, in the log and the index metadata) every
+    object whose caption names one of ga_jax.data.synthetic.splits.HELDOUT_COMBOS, so that a
+    flow training set never sees them."""
     mesh = make_mesh(config.mesh.shape, num_devices=config.mesh.get("num_devices", -1))
     rules = config.mesh.get("rules")
     data = _ordered(config.data)
@@ -229,15 +240,38 @@ def extract_latents(
                 ):
                     entry.arrays[key].append(np.asarray(value))
         loader.close()
+    excluded = []
+    if exclude_heldout_combos:
+        excluded = [n for n, p in pending.items() if has_heldout_combo(p.caption)]
+        for name in excluded:
+            del pending[name]
+        log.info(
+            "left out %d objects whose captions name a held-out shape/colour combination",
+            len(excluded),
+        )
     counts = {len(p.arrays["xyz"]) for p in pending.values()}
     encodings = min(counts) if counts else 0
     if encodings == 0:
         raise ValueError(f"data: no full batch of records in {data.gbuffer_root}")
+    if max(counts) > encodings:
+        log.warning(
+            "objects have %d to %d encodings (the last batch was incomplete); every object "
+            "keeps %d",
+            encodings,
+            max(counts),
+            encodings,
+        )
     with LatentWriter(
         out,
         num_points=int(config.model.num_points),
         latent_dim=int(config.model.latent_dim),
-        metadata={"vae_workdir": str(workdir), "vae_step": step, "cond_size": cond_size},
+        metadata={
+            "vae_workdir": str(workdir),
+            "vae_step": step,
+            "cond_size": cond_size,
+            "gbuffer_root": str(data.gbuffer_root),
+            "excluded_heldout_combos": len(excluded),
+        },
     ) as writer:
         for name, entry in pending.items():
             # Objects cut by the last incomplete batch keep the encodings every object has.

@@ -21,10 +21,12 @@ training objects of that colour. For a two-part object, each part is rendered al
 part's surfels removed, or the other primitive left out of the ground-truth scene) and judged
 the same way; samples are split into parts by split_height (below).
 
-Part split rule (split_height): the height threshold between a two-part object's parts is
-the 1-D two-means (Otsu) split of its points' z coordinates: the threshold minimising the
-summed within-group variance of z, over the midpoints between consecutive sorted heights.
-Points above it are the top part.
+Part split rule (split_height): the synthetic compositions put a narrower part (at most 0.85
+times the width) on a flat-topped one, so the object's horizontal extent drops where the parts
+meet. Each candidate height whose 2 cm slab below holds one of the object's widest points (90%
+of the largest distance from the vertical axis) is scored by the widest point in that slab
+minus the widest point anywhere above it; the split is the best-scoring height. Points above
+the split are the top part.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 
 from ga_jax.data.fps import farthest_point_sample
 from ga_jax.data.synthetic.cameras import orbit_cameras
-from ga_jax.metrics.pointcloud import pairwise_chamfer
+from ga_jax.metrics.pointcloud import chamfer_distance, pairwise_chamfer
 
 __all__ = [
     "JUDGE_AZIMUTHS",
@@ -47,6 +49,7 @@ __all__ = [
     "ShapeJudge",
     "foreground_colour",
     "judge_cameras",
+    "rotation_min_chamfer",
     "rotations_about_z",
     "split_height",
 ]
@@ -146,6 +149,21 @@ class ShapeJudge:
         return _fps_to(cloud, self.points, "shape judge query")
 
 
+def rotation_min_chamfer(a: np.ndarray, b: np.ndarray, rotations: int = 24) -> np.ndarray:
+    """float32 [Q]: the Chamfer distance (the judges' variant) of a[q] [N, 3] to b[q] [M, 3],
+    minimised over `rotations` rotations of a[q] about z."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    if a.ndim != 3 or b.ndim != 3 or len(a) != len(b) or a.shape[2] != 3 or b.shape[2] != 3:
+        raise ValueError(
+            f"rotation_min_chamfer: expected a [Q, N, 3] and b [Q, M, 3], got {a.shape} {b.shape}"
+        )
+    rot = rotations_about_z(rotations)
+    rotated = jnp.asarray(np.einsum("rij,qpj->qrpi", rot, a))  # [Q, R, N, 3]
+    target = jnp.broadcast_to(jnp.asarray(b)[:, None], (len(b), rotations) + b.shape[1:])
+    d = chamfer_distance(rotated, target, CHAMFER)
+    return np.asarray(jax.device_get(d)).min(axis=1)
+
+
 def foreground_colour(rgb: np.ndarray, alpha: np.ndarray, background: float = 1.0) -> np.ndarray:
     """float64 [3]: the alpha-weighted mean straight colour of renders rgb [..., H, W, 3]
     composited over a uniform `background` with coverage alpha [..., H, W] (module
@@ -188,17 +206,33 @@ class ColourJudge:
         return self.names[int(np.argmin(np.linalg.norm(self.references - colour, axis=1)))]
 
 
-def split_height(z: np.ndarray) -> float:
-    """The two-means (Otsu) height threshold of a two-part object's point heights z [N]
-    (module docstring; N >= 2)."""
-    z = np.sort(np.asarray(z, np.float64).reshape(-1))
-    if z.size < 2 or not np.isfinite(z).all():
-        raise ValueError(f"split_height: expected >= 2 finite heights, got {z.size}")
-    n = z.size
-    k = np.arange(1, n)  # split after the k lowest points
-    csum, csq = np.cumsum(z), np.cumsum(z * z)
-    low_var = csq[k - 1] - csum[k - 1] ** 2 / k
-    high_n = n - k
-    high_var = (csq[-1] - csq[k - 1]) - (csum[-1] - csum[k - 1]) ** 2 / high_n
-    best = int(np.argmin(low_var + high_var))
-    return float((z[best] + z[best + 1]) / 2)
+def split_height(xyz: np.ndarray, window: float = 0.02, widest: float = 0.9) -> float:
+    """The height between a two-part object's parts from its points xyz [N, 3] (module
+    docstring). With r the horizontal distance from the cloud's vertical axis (through the
+    median x, y), each candidate height t (midway between consecutive distinct point heights)
+    whose slab [t - window, t) holds a point at least `widest` times the largest r scores the
+    slab's max r minus the max r of all points above t; the split is the best-scoring t (the
+    lowest on ties)."""
+    xyz = np.asarray(xyz, np.float64)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) < 2 or not np.isfinite(xyz).all():
+        raise ValueError(f"split_height: expected >= 2 finite points [N, 3], got {xyz.shape}")
+    radius = np.linalg.norm(xyz[:, :2] - np.median(xyz[:, :2], axis=0), axis=1)
+    z = xyz[:, 2]
+    levels = np.unique(z)
+    if len(levels) < 2:
+        raise ValueError("split_height: the points all lie at one height")
+    candidates = (levels[:-1] + levels[1:]) / 2
+    order = np.argsort(z)
+    z_sorted, r_sorted = z[order], radius[order]
+    above = np.append(np.maximum.accumulate(r_sorted[::-1])[::-1], 0.0)  # max r from i on
+    best, split = -np.inf, float(candidates[0])
+    for t in candidates:
+        hi = np.searchsorted(z_sorted, t, side="right")
+        lo = np.searchsorted(z_sorted, t - window, side="left")
+        below = r_sorted[lo:hi].max() if hi > lo else 0.0
+        if below < widest * radius.max():
+            continue
+        score = below - above[hi]
+        if score > best:
+            best, split = score, float(t)
+    return split

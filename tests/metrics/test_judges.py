@@ -9,6 +9,7 @@ from ga_jax.metrics.judges import (
     ShapeJudge,
     foreground_colour,
     judge_cameras,
+    rotation_min_chamfer,
     rotations_about_z,
     split_height,
 )
@@ -47,6 +48,14 @@ def test_shape_judge_finds_a_rotated_bank_cloud_at_zero_distance():
     assert names == ["y"] and distance[0] < 1e-6
 
 
+def test_rotation_min_chamfer_matches_brute_force():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(2, 12, 3)), rng.normal(size=(2, 9, 3))
+    rot = rotations_about_z(8)
+    want = [min(_brute_chamfer(a[q] @ r.T, b[q]) for r in rot) for q in range(2)]
+    np.testing.assert_allclose(rotation_min_chamfer(a, b, 8), want, rtol=1e-5)
+
+
 def test_shape_judge_errors_name_the_problem():
     clouds = {"a": [np.zeros((10, 3))]}
     with pytest.raises(ValueError, match="class 'a' has 1 clouds"):
@@ -75,17 +84,25 @@ def test_colour_judge_is_the_nearest_reference():
     assert judge.judge(np.array([0.45, 0.45, 0.5])) == "grey"
 
 
-def test_split_height_matches_an_exhaustive_search():
-    rng = np.random.default_rng(3)
-    z = np.concatenate([rng.normal(-0.2, 0.05, 30), rng.normal(0.25, 0.03, 12)])
-    t = split_height(z)
-    candidates = np.sort(z)
-    best = min(
-        ((a + b) / 2 for a, b in zip(candidates, candidates[1:])),
-        key=lambda c: z[z < c].var() * (z < c).sum() + z[z >= c].var() * (z >= c).sum(),
-    )
-    assert t == pytest.approx(best)
-    assert (z > t).sum() == 12
+def test_split_height_separates_the_parts_of_ground_truth_compositions():
+    """On 20 synthetic compositions, 256 FPS points of the visible surface (like a latent):
+    at least 97% of the points land on their part's side (a point is on the top part when it
+    lies above the bottom part's flat top)."""
+    import dataclasses
+
+    from ga_jax.data.fps import farthest_point_sample
+
+    objects = [o for o in (make_object(0, i) for i in range(120)) if o.class_name == "composition"]
+    assert len(objects) >= 20
+    for k, obj in enumerate(objects[:20]):
+        surface = sample_surface(obj, 2048, np.random.default_rng(k))
+        points = surface[farthest_point_sample(surface, 256)]
+        bottom = sample_surface(
+            dataclasses.replace(obj, parts=obj.parts[:1]), 4000, np.random.default_rng(k)
+        )
+        on_top = points[:, 2] > bottom[:, 2].max() + 1e-4
+        t = split_height(points)
+        assert ((points[:, 2] > t) == on_top).mean() >= 0.97, obj.caption
 
 
 def test_judges_on_ground_truth_synthetic_objects():

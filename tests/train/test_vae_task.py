@@ -14,6 +14,7 @@ from ga_jax.data.latents import LatentDataset
 from ga_jax.data.loader import make_vae_loader
 from ga_jax.data.transforms import VaeBatch
 from ga_jax.evaluation.error_regions import REGIONS
+from ga_jax.evaluation import vae_jobs
 from ga_jax.evaluation.vae_jobs import evaluate_reconstruction, extract_latents
 from ga_jax.metrics.image import view_metrics
 from ga_jax.parallel.batch import to_global_batch
@@ -51,7 +52,7 @@ def tiny_config(fake_roots, **train):
     return c
 
 
-def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
+def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path, monkeypatch):
     """Train 2 steps, then the jobs on the checkpoint: reconstruction metrics per object and
     the latent dataset (both halves of every chunk encoded; xyz on each object's sphere)."""
     c = tiny_config(fake_roots, total_steps=2, eval_every_steps=2, checkpoint_every_steps=2)
@@ -104,6 +105,14 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path):
         np.testing.assert_allclose(radius, sphere["radius"], atol=1e-5)
         assert item["sample"].shape == (2, 128, 10) and item["cond_images"].shape == (2, 16, 16, 3)
         assert not np.array_equal(item["sample"], item["mean"])
+    # A flow training set leaves out (and counts) objects with held-out captions.
+    monkeypatch.setattr(vae_jobs, "has_heldout_combo", lambda caption: caption.endswith(" 0"))
+    left_out = sum(str(item["caption"]).endswith(" 0") for item in latents)
+    kept = LatentDataset(
+        extract_latents(c, tmp_path, tmp_path / "kept", exclude_heldout_combos=True)
+    )
+    assert left_out >= 1 and len(kept) == 4 - left_out
+    assert kept.metadata["excluded_heldout_combos"] == left_out
 
 
 def test_child_distance_by_hand():

@@ -1,0 +1,51 @@
+"""The small flow stages trained on the synthetic set's latents (issue 17): the models the
+embedded default ships. configs/flow/stage{1,2}_{text,image}.py call `synthetic_config`.
+
+Data ($GA_JAX_DATA_ROOT/synthetic_latents/, written by launch.extract_latents; the commands
+are in docs/results.md, "Generation on the synthetic set"):
+
+    train_vae_objects/   the VAE's 1,000 training objects (seed 0), 3 chunks each
+    train_more/          2,000 more objects (seed 0, objects 1,000-2,999), 1 chunk each
+    heldout/             96 objects of another seed (1): never seen by the VAE or the flows
+
+Both training sets leave out every object whose caption names a held-out shape/colour
+combination (ga_jax/data/synthetic/splits.py). Stage 2 learns standardised h (per-channel
+mean and std of the training latents, stored in the run's config). The small DiT (width 256,
+8 blocks), MiniLM (text, frozen) or the small image encoder (image, trained with the DiT).
+"""
+
+import ml_collections
+
+from configs.flow.base import base_config
+from configs.paths import data_root
+
+LATENT_SETS = ("train_vae_objects", "train_more")
+
+
+def latent_root(name: str) -> str:
+    return f"{data_root()}/synthetic_latents/{name}"
+
+
+def synthetic_config(stage: int, condition: str) -> ml_collections.ConfigDict:
+    c = base_config(stage, condition, "small")
+    c.data.root = ",".join(latent_root(n) for n in LATENT_SETS)
+    c.eval_data.root = latent_root("heldout")
+    c.data.batch_size = 32
+    c.eval_data.batch_size = 16
+    if stage == 2:
+        c.flow.standardise_features = True
+        c.flow.feature_scale = 1.0
+    # A short CPU run: a higher learning rate than the paper's 1e-4 after a warmup, and an
+    # EMA of the weights for sampling.
+    c.optimizer.groups = (("dit", r"^dit/", 5e-4, 0.05), ("condition", r"^condition/", 5e-4, 0.05))
+    c.optimizer.warmup_steps = 200
+    t = c.train
+    t.total_steps = 20_000
+    t.time_limit_minutes = 30.0
+    t.log_every_steps = 50
+    t.eval_every_steps = 500
+    t.eval_batches = 1
+    t.checkpoint_every_steps = 500
+    t.ema_decay = 0.995
+    c.eval.sampler.steps = 12
+    return c
