@@ -13,8 +13,8 @@ from configs.vae import tiny
 from ga_jax.data.latents import LatentDataset
 from ga_jax.data.loader import make_vae_loader
 from ga_jax.data.transforms import VaeBatch
-from ga_jax.evaluation.error_regions import REGIONS
 from ga_jax.evaluation import vae_jobs
+from ga_jax.evaluation.error_regions import REGIONS
 from ga_jax.evaluation.vae_jobs import evaluate_reconstruction, extract_latents
 from ga_jax.metrics.image import view_metrics
 from ga_jax.parallel.batch import to_global_batch
