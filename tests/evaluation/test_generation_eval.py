@@ -35,9 +35,15 @@ def test_prompts_and_expected_words():
 
 def test_summarise_counts_by_hand():
     rows = [
-        dict(shape="cube", expected_shape="cube", colour="red", expected_colour="red", heldout=False),
-        dict(shape="box", expected_shape="cube", colour="red", expected_colour="red", heldout=False),
-        dict(shape="cone", expected_shape="cone", colour="blue", expected_colour="red", heldout=True),
+        dict(
+            shape="cube", expected_shape="cube", colour="red", expected_colour="red", heldout=False
+        ),
+        dict(
+            shape="box", expected_shape="cube", colour="red", expected_colour="red", heldout=False
+        ),
+        dict(
+            shape="cone", expected_shape="cone", colour="blue", expected_colour="red", heldout=True
+        ),
     ]
     s = summarise(rows)
     assert s["all"]["samples"] == 3
