@@ -79,8 +79,18 @@ def _object_of(chunk: str) -> str:
     return chunk.rsplit("/", 1)[0]
 
 
-def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
-    """Per-object and mean PSNR/SSIM of held-out reconstructions; writes eval_recon.{json,md}."""
+def evaluate_reconstruction(
+    config,
+    workdir: str | Path,
+    *,
+    latent: str = "mean",
+    noise_std: np.ndarray | None = None,
+    seed: int = 0,
+    tag: str = "",
+) -> dict[str, Any]:
+    """Per-object and mean PSNR/SSIM of held-out reconstructions; writes
+    eval_recon{tag}.{json,md}. latent / noise_std: which h is decoded
+    (ga_jax.models.vae.reconstruct)."""
     workdir = Path(workdir)
     mesh = make_mesh(config.mesh.shape, num_devices=config.mesh.get("num_devices", -1))
     rules = config.mesh.get("rules")
@@ -90,22 +100,26 @@ def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
         model, params, step = restore_vae(config, workdir, mesh)
         size = int(config.train.render_sizes[-1])
         fn = jax.jit(
-            lambda p, b: reconstruct(
+            lambda p, b, rng: reconstruct(
                 model,
                 p,
                 b,
                 size,
                 backend=config.train.render_backend,
                 capacity_per_surfel=config.train.capacity_per_surfel,
+                latent=latent,
+                noise_std=noise_std,
+                rng=rng,
             )
         )
         per_object: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
         regions: dict[str, float] = {}
         loader = make_vae_loader(data, source=source)
         axes = batch_axes(mesh, rules)
-        for batch in loader:
+        for n, batch in enumerate(loader):
+            rng = jax.random.fold_in(jax.random.key(seed), n)
             out = jax.device_get(
-                fn(params, to_global_batch(VaeBatch.from_sample(batch), mesh, axes))
+                fn(params, to_global_batch(VaeBatch.from_sample(batch), mesh, axes), rng)
             )
             novel = slice(out.images.shape[1] // 2, None)  # the other half's views
             accumulate_error_regions(
@@ -130,14 +144,17 @@ def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
     result = {
         "step": step,
         "render_size": size,
+        "latent": latent,
+        "noise_std": None if noise_std is None else np.asarray(noise_std).tolist(),
         **{f"mean_{k}": float(np.mean([r[k] for r in rows.values()])) for k in VIEW_METRICS},
         "objects": rows,
         "novel_error_regions": summarise_error_regions(regions),
     }
-    (workdir / "eval_recon.json").write_text(json.dumps(result, indent=1))
+    (workdir / f"eval_recon{tag}.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"Reconstruction of held-out views, checkpoint step {step}, "
-        f"{result['render_size']} px (posterior mean)",
+        f"{result['render_size']} px (h: {latent}"
+        + ("" if noise_std is None else " + noise") + ")",
         "",
         "Novel = the views of the half the encoder did not see; all = novel + encoded views.",
         "",
@@ -164,7 +181,7 @@ def evaluate_reconstruction(config, workdir: str | Path) -> dict[str, Any]:
             for r in REGIONS
         ],
     ]
-    (workdir / "eval_recon.md").write_text("\n".join(lines) + "\n")
+    (workdir / f"eval_recon{tag}.md").write_text("\n".join(lines) + "\n")
     return result
 
 

@@ -95,6 +95,14 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path, monkeypatch
     regions = result["novel_error_regions"]
     assert sum(regions[r]["share"] for r in REGIONS) == pytest.approx(1.0)
     assert "| interior_offset |" in (tmp_path / "eval_recon.md").read_text()
+    # Decoding the mean plus zero noise is decoding the mean; posterior samples differ.
+    zero = evaluate_reconstruction(
+        c, tmp_path, latent="noisy", noise_std=np.zeros(10, np.float32), tag="_n0"
+    )
+    assert zero["mean_psnr"] == result["mean_psnr"]
+    sampled = evaluate_reconstruction(c, tmp_path, latent="sample", tag="_sample")
+    assert sampled["mean_psnr"] != result["mean_psnr"]
+    assert (tmp_path / "eval_recon_sample.md").is_file()
 
     latents = LatentDataset(extract_latents(c, tmp_path, tmp_path / "latents", cond_size=16))
     assert len(latents) == 4 and latents.encodings == 2 and latents.metadata["vae_step"] == 2

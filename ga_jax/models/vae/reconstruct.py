@@ -1,5 +1,7 @@
 """A VAE's reconstruction of a sample, as the evaluations measure it: the posterior mean of the
-encoded views decoded to surfels and rendered with the sample's supervision cameras."""
+encoded views (or a posterior sample, or the mean plus Gaussian noise of a given per-channel
+std: how robust decoding is to a flow model's errors) decoded to surfels and rendered with the
+sample's supervision cameras."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from ga_jax.metrics.image import view_metrics
 from ga_jax.models.vae.vae import VAE
 from ga_jax.rendering.levels import render_levels
 
-__all__ = ["Reconstruction", "reconstruct"]
+__all__ = ["LATENTS", "Reconstruction", "reconstruct"]
+
+LATENTS = ("mean", "sample", "noisy")
 
 
 class Reconstruction(NamedTuple):
@@ -31,11 +35,27 @@ def reconstruct(
     *,
     backend: str,
     capacity_per_surfel: float,
+    latent: str = "mean",
+    noise_std: jax.Array | None = None,
+    rng: jax.Array | None = None,
 ) -> Reconstruction:
     """The finest surfel level rendered at `size` px against the targets: view_metrics over
     all supervision views and over the novel ones (the other half's, which the encoder did not
-    see), the images side by side, and the targets' alpha."""
-    levels, _ = model.apply({"params": params}, batch.encoder_input, batch.fps_xyz, train=False)
+    see), the images side by side, and the targets' alpha.
+
+    latent: 'mean' decodes the posterior mean, 'sample' a posterior sample, 'noisy' the mean
+    plus noise_std [C] * N(0, 1) (both need `rng`)."""
+    if latent not in LATENTS:
+        raise ValueError(f"latent: expected one of {LATENTS}, got {latent!r}")
+    posterior = model.apply(
+        {"params": params}, batch.encoder_input, batch.fps_xyz, method=VAE.encode
+    )
+    h = posterior.mean
+    if latent == "sample":
+        h = posterior.sample(rng)
+    elif latent == "noisy":
+        h = h + jnp.asarray(noise_std, h.dtype) * jax.random.normal(rng, h.shape, h.dtype)
+    levels = model.apply({"params": params}, batch.fps_xyz, h, method=VAE.decode)
     (out,) = render_levels(
         levels[-1:],
         batch.target_cameras,
