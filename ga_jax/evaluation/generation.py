@@ -206,41 +206,52 @@ def text_to_3d(
     pipeline,
     judges: Judges,
     prompts: Sequence[dict[str, Any]],
-    seeds: Sequence[int],
+    samples: int,
     *,
+    seed: int = 0,
     backend: str = "xla",
     steps: int | None = None,
     guidance: float | None = None,
     sampler=None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """One row per (prompt, seed): the prompt's fields (prompt, expected_*, heldout), the
-    judges' verdicts (judge_generation) and the sampling time. Prompts with an
-    'expected_top_colour' are two-part and also get per-part colours."""
+    """`samples` objects per prompt (one batch: noise rows 0 .. samples-1 of `seed`), one row
+    each: the prompt's fields (prompt, expected_*, heldout), the judges' verdicts
+    (judge_generation), the sample index and the batch's sampling time per object. Prompts
+    with an 'expected_top_colour' are two-part and also get per-part colours."""
     rows = []
     start = time.perf_counter()
-    total = len(prompts) * len(seeds)
     for n, p in enumerate(prompts):
-        for seed in seeds:
-            t0 = time.perf_counter()
-            generation = pipeline.run(
-                prompt=p["prompt"], seed=int(seed), steps=steps, guidance=guidance, sampler=sampler
-            )
-            seconds = time.perf_counter() - t0
-            sample = generation.sample(0)
+        t0 = time.perf_counter()
+        generation = pipeline.run(
+            prompt=p["prompt"],
+            seed=seed,
+            num_samples=samples,
+            steps=steps,
+            guidance=guidance,
+            sampler=sampler,
+        )
+        seconds = (time.perf_counter() - t0) / samples
+        nfe = sum(s["nfe"] for s in generation.info["stages"].values())
+        for i in range(samples):
+            sample = generation.sample(i)
             row = judge_generation(
-                judges, sample.cloud.xyz, sample.surfels, two_part="expected_top_colour" in p,
+                judges,
+                sample.cloud.xyz,
+                sample.surfels,
+                two_part="expected_top_colour" in p,
                 backend=backend,
             )
-            row.update(p, seed=int(seed), seconds=seconds)
-            row["nfe"] = sum(s["nfe"] for s in generation.info["stages"].values())
+            row.update(p, seed=seed, sample=i, seconds=seconds, nfe=nfe)
             rows.append(row)
         if progress:
-            done = (n + 1) * len(seeds)
             elapsed = time.perf_counter() - start
             log.info(
-                "text to 3D: %d/%d samples, %.1f s each, ETA %.0f s",
-                done, total, elapsed / done, elapsed / done * (total - done),
+                "text to 3D: %d/%d prompts, %.1f s per prompt, ETA %.0f s",
+                n + 1,
+                len(prompts),
+                elapsed / (n + 1),
+                elapsed / (n + 1) * (len(prompts) - n - 1),
             )
     return rows
 
@@ -341,8 +352,16 @@ def reconstruction_colours(pipeline, judges: Judges, latents, *, backend: str = 
 # Image to 3D and point cloud to 3D on held-out objects
 
 
-def image_to_3d(pipeline, judges: Judges, latents, *, view: int = 0, seed: int = 0,
-                backend: str = "xla", progress: bool = True):
+def image_to_3d(
+    pipeline,
+    judges: Judges,
+    latents,
+    *,
+    view: int = 0,
+    seed: int = 0,
+    backend: str = "xla",
+    progress: bool = True,
+):
     """From one conditioning view of each held-out object: the judges' verdicts against its
     caption's words and the rotation-minimised Chamfer distance between the stage-1 cloud
     and the object's own (the VAE's FPS points)."""
@@ -359,8 +378,11 @@ def image_to_3d(pipeline, judges: Judges, latents, *, view: int = 0, seed: int =
         sample = generation.sample(0)
         want = expected_words(str(item["caption"]))
         row = judge_generation(
-            judges, sample.cloud.xyz, sample.surfels,
-            two_part="expected_top_colour" in want, backend=backend,
+            judges,
+            sample.cloud.xyz,
+            sample.surfels,
+            two_part="expected_top_colour" in want,
+            backend=backend,
         )
         row.update(want, instance_id=item["instance_id"], caption=str(item["caption"]))
         row["chamfer"] = float(rotation_min_chamfer(sample.cloud.xyz[None], item["xyz"][:1])[0])
@@ -390,8 +412,16 @@ def wrong_colour_caption(caption: str) -> str:
 POINT_VARIANTS = ("generated", "unconditional", "wrong_colour", "h_zero", "vae_reconstruction")
 
 
-def points_to_3d(pipeline, latents, gbuffer_root: str | Path, *, seed: int = 0,
-                 size: int = 64, backend: str = "xla", progress: bool = True):
+def points_to_3d(
+    pipeline,
+    latents,
+    gbuffer_root: str | Path,
+    *,
+    seed: int = 0,
+    size: int = 64,
+    backend: str = "xla",
+    progress: bool = True,
+):
     """Stage 2 + decode from each held-out object's FPS points and caption, scored by PSNR
     on the object's 16 views (ground truth box-downsampled to `size`), beside the baselines:
     unconditional stage 2, a wrong-colour caption, h = 0, and the VAE's reconstruction (its
@@ -426,13 +456,58 @@ def points_to_3d(pipeline, latents, gbuffer_root: str | Path, *, seed: int = 0,
 # --------------------------------------------------------------------------------------------
 # The job: one task per call, JSON + markdown under `out`
 
-TASKS = ("ceilings", "text", "image", "points")
+TASKS = ("ceilings", "text", "image", "points", "nfe")
+
+# The quality-versus-NFE sweep: (name, sampler fields); each runs plain and with the
+# guidance interval + rescale below.
+NFE_SAMPLERS = (
+    ("euler4", {"name": "euler", "steps": 4}),
+    ("euler8", {"name": "euler", "steps": 8}),
+    ("euler12", {"name": "euler", "steps": 12}),
+    ("euler25", {"name": "euler", "steps": 25}),
+    ("euler50", {"name": "euler", "steps": 50}),
+    ("heun12", {"name": "heun", "steps": 12}),
+    ("dopri5", {"name": "dopri5"}),
+)
+# Guidance only over the first 60% of the path (t = 0 is noise) and rescale 0.7 (TRELLIS.2's
+# structure default; ../shared/notes/peer_samplers_and_evaluation.md).
+NFE_GUIDANCE = (("plain", (0.0, 1.0), 0.0), ("interval+rescale", (0.0, 0.6), 0.7))
+
+
+def nfe_sweep(pipeline, judges, prompts, samples: int, *, backend: str = "xla"):
+    """text_to_3d for every NFE_SAMPLERS x NFE_GUIDANCE setting; rows carry the setting."""
+    from ga_jax.flow.samplers import SamplerSettings  # noqa: PLC0415
+
+    rows = []
+    saved = pipeline.guidance_interval, pipeline.guidance_rescale
+    try:
+        for name, fields in NFE_SAMPLERS:
+            for guidance_name, interval, rescale in NFE_GUIDANCE:
+                pipeline.guidance_interval, pipeline.guidance_rescale = interval, rescale
+                log.info("NFE sweep: %s, guidance %s", name, guidance_name)
+                for row in text_to_3d(
+                    pipeline,
+                    judges,
+                    prompts,
+                    samples,
+                    backend=backend,
+                    sampler=SamplerSettings(**fields),
+                    progress=False,
+                ):
+                    rows.append(dict(row, sampler=name, guidance_options=guidance_name))
+    finally:
+        pipeline.guidance_interval, pipeline.guidance_rescale = saved
+    return rows
 
 
 def markdown_summary(title: str, summary: dict[str, Any]) -> str:
     keys = sorted({k for v in summary.values() for k in v})
-    lines = [f"## {title}", "", "| subset | " + " | ".join(keys) + " |",
-             "|---|" + "---:|" * len(keys)]
+    lines = [
+        f"## {title}",
+        "",
+        "| subset | " + " | ".join(keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
     for name, values in summary.items():
         cells = []
         for k in keys:
@@ -472,8 +547,8 @@ def run_generation_eval(
         prompts = single_part_prompts()
         seen = [p for p in prompts if not p["heldout"]]
         held = [p for p in prompts if p["heldout"]]
-        rows = text_to_3d(pipeline, judges, seen, range(seeds), backend=backend)
-        rows += text_to_3d(pipeline, judges, held, range(heldout_seeds), backend=backend)
+        rows = text_to_3d(pipeline, judges, seen, seeds, backend=backend)
+        rows += text_to_3d(pipeline, judges, held, heldout_seeds, backend=backend)
         summary = summarise(rows)
     elif task == "image":
         rows = image_to_3d(pipeline, judges, heldout, backend=backend)
@@ -482,6 +557,20 @@ def run_generation_eval(
             subset = rows if group == "all" else []
             if subset:
                 summary[group]["mean_chamfer"] = float(np.mean([r["chamfer"] for r in subset]))
+    elif task == "nfe":
+        prompts = [p for p in single_part_prompts() if not p["heldout"]][::2]
+        rows = nfe_sweep(pipeline, judges, prompts, seeds, backend=backend)
+        summary = {}
+        for name, _ in NFE_SAMPLERS:
+            for guidance_name, _, _ in NFE_GUIDANCE:
+                subset = [
+                    r
+                    for r in rows
+                    if r["sampler"] == name and r["guidance_options"] == guidance_name
+                ]
+                entry = summarise(subset)["all"]
+                entry["nfe"] = float(np.mean([r["nfe"] for r in subset]))
+                summary[f"{name} {guidance_name}"] = entry
     else:
         gbuffer_root = heldout.metadata.get("gbuffer_root")
         if not gbuffer_root:
@@ -490,8 +579,9 @@ def run_generation_eval(
                 "latents) to find the objects' views"
             )
         rows = points_to_3d(pipeline, heldout, gbuffer_root, backend=backend)
-        means = {f"mean_psnr_{v}": float(np.mean([r[f"psnr_{v}"] for r in rows]))
-                 for v in POINT_VARIANTS}
+        means = {
+            f"mean_psnr_{v}": float(np.mean([r[f"psnr_{v}"] for r in rows])) for v in POINT_VARIANTS
+        }
         summary = {"all": {"objects": len(rows), **means}}
     write_json(out / f"{task}.json", {"summary": summary, "rows": rows})
     (out / f"{task}.md").write_text(markdown_summary(task, summary))

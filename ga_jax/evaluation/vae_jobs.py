@@ -26,6 +26,7 @@ import collections
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,14 @@ def extract_latents(
         loader = make_vae_loader(data, source=source)
         rng = jax.random.key(seed)
         axes = batch_axes(mesh, rules)
+        start = time.perf_counter()
         for n, batch in enumerate(loader):
+            if n and n % 100 == 0:
+                log.info(
+                    "extract_latents: %d records, %.1f records/s",
+                    n * len(batch["record_index"]),
+                    n * len(batch["record_index"]) / (time.perf_counter() - start),
+                )
             inputs = to_global_batch(
                 {k: batch[k] for k in ("encoder_input", "fps_xyz")}, mesh, axes
             )

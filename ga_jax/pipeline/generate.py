@@ -152,8 +152,13 @@ class Pipeline:
         condition_config: Any,
         *,
         sampler: SamplerSettings | None = None,
+        guidance_interval: tuple[float, float] = (0.0, 1.0),
+        guidance_rescale: float = 0.0,
     ):
         self.vae, self.vae_params = vae, vae_params
+        # Guidance options beyond the scale (ga_jax.flow.guidance.Guidance), both stages.
+        self.guidance_interval = tuple(guidance_interval)
+        self.guidance_rescale = float(guidance_rescale)
         self.stages = {1: stage1, 2: stage2}
         self.conditioner = build_conditioner(condition_config)
         self.frozen = None if self.conditioner.trainable else self.conditioner.load()
@@ -438,7 +443,12 @@ class Pipeline:
         condition = self.condition(stage, prompt, image, count)
         conditioned = prompt is not None or image is not None
         scale = self._scale(stage, guidance) if conditioned else 1.0
-        g = Guidance(scale, path=self.stages[stage].path)
+        g = Guidance(
+            scale,
+            interval=self.guidance_interval,
+            rescale=self.guidance_rescale,
+            path=self.stages[stage].path,
+        )
         result = self.integrate(stage, noise, condition, guidance=g, settings=settings, **kwargs)
         jax.block_until_ready(result)  # the stage's time is measured around this call
         if not bool(result.success):

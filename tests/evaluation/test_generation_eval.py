@@ -86,3 +86,42 @@ def test_two_part_surfels_are_judged_per_part():
     assert row["shape"] == "composition"
     assert row["top_colour"] == top.colour and row["bottom_colour"] == bottom.colour
     assert row["colour"] in (top.colour, bottom.colour)
+
+
+def test_text_to_3d_rows_on_a_tiny_random_pipeline():
+    from configs.loading import load_config
+    from ga_jax.evaluation.generation import text_to_3d
+    from ga_jax.flow.samplers import SamplerSettings
+    from ga_jax.pipeline.generate import Pipeline
+
+    pipe = Pipeline.from_configs(
+        load_config("configs/vae/tiny.py"),
+        load_config("configs/flow/tiny.py:1,text"),
+        load_config("configs/flow/tiny.py:2,text"),
+        sampler=SamplerSettings("euler", steps=2),
+    )
+    rng = np.random.default_rng(0)
+    p = pipe.num_points
+    judges = Judges(
+        ShapeJudge.from_clouds(
+            {"a": [rng.normal(size=(p, 3))], "b": [rng.normal(size=(p, 3))]}, p, 1, rotations=2
+        ),
+        ColourJudge.from_measurements({k: [np.asarray(v)] for k, v in COLOURS.items()}),
+    )
+    prompts = single_part_prompts()[:2]
+    rows = text_to_3d(pipe, judges, prompts, 2, progress=False)
+    assert len(rows) == 4 and [r["sample"] for r in rows] == [0, 1, 0, 1]
+    assert {r["shape"] for r in rows} <= {"a", "b"} and all(r["colour"] in COLOURS for r in rows)
+    assert rows[0]["prompt"] == prompts[0]["prompt"] and rows[0]["nfe"] > 0
+    # The pipeline's guidance options reach the sampler's Guidance.
+    seen = []
+    integrate = pipe.integrate
+
+    def spy(*args, guidance, **kwargs):
+        seen.append(guidance)
+        return integrate(*args, guidance=guidance, **kwargs)
+
+    pipe.integrate = spy
+    pipe.guidance_interval, pipe.guidance_rescale = (0.0, 0.5), 0.7
+    pipe.run(prompt="a red cube", seed=1, guidance=3.0)
+    assert [(g.scale, g.interval, g.rescale) for g in seen] == [(3.0, (0.0, 0.5), 0.7)] * 2
