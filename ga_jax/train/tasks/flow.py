@@ -97,13 +97,28 @@ class FlowTask(Task):
                 f"{self.stage == 2} (stage 2 reads the stage-1 xyz)"
             )
         self.conditioner = build_conditioner(config.condition)
+        # condition.cache_features: a frozen text encoder's output computed once per caption
+        # on the host (the captions repeat; the encoder's forward was half a small step).
+        self._feature_cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        if config.condition.get("cache_features", False):
+            if self.conditioner.trainable:
+                raise ValueError(
+                    "condition.cache_features: only a frozen conditioner's features can be "
+                    f"cached; {config.condition.name!r} is trained with the DiT"
+                )
+            self._feature_cache = {}
+            self._cache_params = None
+            self._cache_apply = jax.jit(self.conditioner.apply)
         standardise_from_data(config)
         self.flow = config.flow
 
     # -- the network -------------------------------------------------------------------------
 
     def encode(self, params, frozen, inputs) -> dict[str, jax.Array]:
-        """The condition {'context' [B, L, D], 'pooled' [B, Dp]} of a device batch."""
+        """The condition {'context' [B, L, D], 'pooled' [B, Dp]} of a device batch (as is
+        when device_batch took it from the feature cache)."""
+        if "context" in inputs:
+            return {"context": inputs["context"], "pooled": inputs["pooled"]}
         weights = params.get("condition") if self.conditioner.trainable else frozen
         context, pooled = self.conditioner.apply(weights, inputs)
         return {"context": context, "pooled": pooled}
@@ -151,13 +166,32 @@ class FlowTask(Task):
         return [b for _, b in zip(range(count), loader, strict=False)]
 
     def device_batch(self, host_batch) -> dict[str, Any]:
-        """xyz, h and the conditioner's arrays of the captions / views."""
+        """xyz, h and the conditioner's arrays of the captions / views (or, with
+        condition.cache_features, the captions' cached features)."""
+        if self._feature_cache is not None:
+            condition = self._cached_features([str(c) for c in host_batch["caption"]])
+        else:
+            condition = self.conditioner.prepare(
+                captions=host_batch.get("caption"), images=host_batch.get("image")
+            )
         return {
             "xyz": np.asarray(host_batch["xyz"], np.float32),
             "h": np.asarray(host_batch["h"], np.float32),
-            "condition": self.conditioner.prepare(
-                captions=host_batch.get("caption"), images=host_batch.get("image")
-            ),
+            "condition": condition,
+        }
+
+    def _cached_features(self, captions: list[str]) -> dict[str, np.ndarray]:
+        missing = sorted({c for c in captions if c not in self._feature_cache})
+        if missing:
+            if self._cache_params is None:
+                self._cache_params = self.conditioner.load()
+            inputs = self.conditioner.prepare(captions=np.asarray(missing))
+            context, pooled = jax.device_get(self._cache_apply(self._cache_params, inputs))
+            for i, caption in enumerate(missing):
+                self._feature_cache[caption] = (context[i], pooled[i])
+        return {
+            "context": np.stack([self._feature_cache[c][0] for c in captions]),
+            "pooled": np.stack([self._feature_cache[c][1] for c in captions]),
         }
 
     def evaluate(self, params, batch, frozen):
