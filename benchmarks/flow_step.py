@@ -21,11 +21,10 @@ import time
 import jax
 import numpy as np
 
-from benchmarks.vae_step import GPU_PEAK_TFLOPS, matmul_tflops
+from benchmarks.vae_step import GPU_PEAK_TFLOPS, matmul_tflops, time_train_step
 from configs.flow.base import base_config
 from configs.loading import load_config
 from ga_jax.parallel.mesh import make_mesh, rules_context
-from ga_jax.train.loop import make_train_step
 from ga_jax.train.optimizers import make_optimizer
 from ga_jax.train.state import create_train_state
 from ga_jax.train.tasks.flow import FlowTask
@@ -55,30 +54,9 @@ def time_config(name: str, config, batch: int, num_points: int, steps: int):
         state, _ = create_train_state(task, optimizer, mesh, None, jax.random.key(0))
         data = jax.device_put(task.device_batch(host_batch(config, batch, num_points)))
         frozen = jax.device_put(task.frozen())
-        step = jax.jit(make_train_step(task, optimizer), donate_argnums=(0,))
-        start = time.perf_counter()
-        compiled = step.lower(state, data, jax.random.key(1), frozen).compile()
-        compile_s = time.perf_counter() - start
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-        times = []
-        for _ in range(steps + 1):
-            start = time.perf_counter()
-            state, metrics = compiled(state, data, jax.random.key(1), frozen)
-            jax.block_until_ready(metrics["total"])
-            times.append(time.perf_counter() - start)
-    times = times[1:]
-    params = sum(x.size for x in jax.tree.leaves(state.params))
-    return dict(
-        name=name,
-        batch=batch,
-        params=params,
-        compile_s=compile_s,
-        best=min(times),
-        median=float(np.median(times)),
-        flops=flops,
-    )
+        params = sum(x.size for x in jax.tree.leaves(state.params))
+        timed = time_train_step(task, optimizer, state, data, frozen, steps)
+    return dict(name=name, batch=batch, params=params, **timed)
 
 
 def main() -> None:

@@ -141,6 +141,35 @@ def profile_step(compiled, state, batch, frozen, steps: int = 2):
     return state, table
 
 
+def time_train_step(task, optimizer, state, batch, frozen, steps: int) -> dict:
+    """Compile the task's train step once and time `steps` runs after a warm-up run:
+    {compiled, state (after the runs), compile_s, flops (XLA cost analysis), memory, best,
+    median}. Shared by the step benchmarks."""
+    step = jax.jit(make_train_step(task, optimizer), donate_argnums=(0,))
+    start = time.perf_counter()
+    compiled = step.lower(state, batch, jax.random.key(1), frozen).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch, jax.random.key(1), frozen)
+        jax.block_until_ready(metrics["total"])
+        times.append(time.perf_counter() - start)
+    times = times[1:]  # the first run also pays one-time allocation
+    return dict(
+        compiled=compiled,
+        state=state,
+        compile_s=compile_s,
+        flops=flops,
+        memory=compiled.memory_analysis(),
+        best=min(times),
+        median=float(np.median(times)),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
@@ -161,24 +190,12 @@ def main() -> None:
         state, _ = create_train_state(task, optimizer, mesh, None, jax.random.key(0))
         batch = jax.device_put(random_batch(config, batch_size))
         frozen = jax.device_put(task.frozen())
-        step = jax.jit(make_train_step(task, optimizer), donate_argnums=(0,))
-        start = time.perf_counter()
-        compiled = step.lower(state, batch, jax.random.key(1), frozen).compile()
-        compile_s = time.perf_counter() - start
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-        memory = compiled.memory_analysis()
-        times = []
-        for _ in range(args.steps + 1):
-            start = time.perf_counter()
-            state, metrics = compiled(state, batch, jax.random.key(1), frozen)
-            jax.block_until_ready(metrics["total"])
-            times.append(time.perf_counter() - start)
+        timed = time_train_step(task, optimizer, state, batch, frozen, args.steps)
+        compiled, state = timed["compiled"], timed["state"]
+        compile_s, flops, memory = timed["compile_s"], timed["flops"], timed["memory"]
         if args.profile:
             state, table = profile_step(compiled, state, batch, frozen)
-    times = times[1:]  # the first run also pays one-time allocation
-    best, median = min(times), float(np.median(times))
+    best, median = timed["best"], timed["median"]
     kind = device.device_kind
     peak = args.peak_tflops
     peak_from = "--peak_tflops"

@@ -8,9 +8,10 @@ fps-4096.ply clouds FPS'd to the latent's point count; colour references = the f
 `per_colour` single-part objects of each colour word, rendered by the exact ray caster.
 `build_judges` caches both in one npz (judges.npz) beside the results.
 
-A generated object is judged on its stage-1 points (shape) and on renders of its decoded
-surfels on the judge cameras over white (colour). For two-part prompts the surfels are split
-at split_height(stage-1 points) and each part rendered alone (the other part's opacities set to 0).
+A generated object is judged (judge_generation) on its stage-1 points (shape) and on renders
+of its decoded surfels on the judge cameras over white (colour). For two-part prompts the
+surfels are split at split_height(stage-1 points) and each part rendered alone (the other
+part's opacities set to 0).
 
 Ceilings: the shape judge's accuracy on held-out ground-truth clouds (objects of another seed,
 never in the bank) and the colour judge's accuracy on the VAE's reconstructions of held-out
@@ -157,18 +158,27 @@ def render_on_judge_cameras(
 
 
 def judge_generation(
-    judges: Judges, xyz: np.ndarray, surfels: Surfels, *, two_part: bool, backend: str = "xla"
+    judges: Judges,
+    xyz: np.ndarray,
+    surfels: Surfels,
+    expected: dict[str, Any],
+    *,
+    backend: str = "xla",
 ) -> dict[str, Any]:
-    """Judge one object: stage-1 points xyz [P, 3] and its decoded surfels (unbatched)."""
+    """Judge one object: stage-1 points xyz [P, 3] and its decoded surfels (unbatched). The
+    row holds the verdicts and the `expected` fields (expected_words' keys, and anything
+    else to keep with the row); an expected_top_colour makes it a two-part judgement."""
     shape, distance = judges.shape.judge(np.asarray(xyz, np.float32)[None])
     rgb, alpha = render_on_judge_cameras(surfels, backend)
+    colour = foreground_colour(rgb, alpha)
     row: dict[str, Any] = {
+        **expected,
         "shape": shape[0],
         "shape_distance": float(distance[0]),
-        "colour": judges.colour.judge(foreground_colour(rgb, alpha)),
-        "mean_colour": foreground_colour(rgb, alpha).round(4).tolist(),
+        "colour": judges.colour.judge(colour),
+        "mean_colour": colour.round(4).tolist(),
     }
-    if two_part:
+    if "expected_top_colour" in expected:
         threshold = split_height(xyz)
         top = np.asarray(surfels.means)[:, 2] > threshold
         row["split_height"] = threshold
@@ -235,14 +245,8 @@ def text_to_3d(
         nfe = sum(s["nfe"] for s in generation.info["stages"].values())
         for i in range(samples):
             sample = generation.sample(i)
-            row = judge_generation(
-                judges,
-                sample.cloud.xyz,
-                sample.surfels,
-                two_part="expected_top_colour" in p,
-                backend=backend,
-            )
-            row.update(p, seed=seed, sample=i, seconds=seconds, nfe=nfe)
+            row = judge_generation(judges, sample.cloud.xyz, sample.surfels, p, backend=backend)
+            row.update(seed=seed, sample=i, seconds=seconds, nfe=nfe)
             rows.append(row)
         if progress:
             elapsed = time.perf_counter() - start
@@ -339,11 +343,12 @@ def reconstruction_colours(pipeline, judges: Judges, latents, *, backend: str = 
         xyz, mean = item["xyz"][0], item["mean"][0]
         surfels = jax.device_get(pipeline.decode(xyz[None], mean[None]))
         surfels = jax.tree.map(lambda x: np.asarray(x[0]), surfels)
-        want = expected_words(caption)
-        row = judge_generation(
-            judges, xyz, surfels, two_part="expected_top_colour" in want, backend=backend
-        )
-        row.update(want, instance_id=item["instance_id"], caption=caption)
+        expected = {
+            **expected_words(caption),
+            "instance_id": item["instance_id"],
+            "caption": caption,
+        }
+        row = judge_generation(judges, xyz, surfels, expected, backend=backend)
         rows.append(row)
     return rows
 
@@ -376,15 +381,13 @@ def image_to_3d(
         t0 = time.perf_counter()
         generation = pipeline.run(image=item["cond_images"][view], seed=seed)
         sample = generation.sample(0)
-        want = expected_words(str(item["caption"]))
-        row = judge_generation(
-            judges,
-            sample.cloud.xyz,
-            sample.surfels,
-            two_part="expected_top_colour" in want,
-            backend=backend,
-        )
-        row.update(want, instance_id=item["instance_id"], caption=str(item["caption"]))
+        caption = str(item["caption"])
+        expected = {
+            **expected_words(caption),
+            "instance_id": item["instance_id"],
+            "caption": caption,
+        }
+        row = judge_generation(judges, sample.cloud.xyz, sample.surfels, expected, backend=backend)
         row["chamfer"] = float(rotation_min_chamfer(sample.cloud.xyz[None], item["xyz"][:1])[0])
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
@@ -553,10 +556,7 @@ def run_generation_eval(
     elif task == "image":
         rows = image_to_3d(pipeline, judges, heldout, backend=backend)
         summary = summarise(rows)
-        for group in summary:
-            subset = rows if group == "all" else []
-            if subset:
-                summary[group]["mean_chamfer"] = float(np.mean([r["chamfer"] for r in subset]))
+        summary["all"]["mean_chamfer"] = float(np.mean([r["chamfer"] for r in rows]))
     elif task == "nfe":
         prompts = [p for p in single_part_prompts() if not p["heldout"]][::2]
         rows = nfe_sweep(pipeline, judges, prompts, seeds, backend=backend)

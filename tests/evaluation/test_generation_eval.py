@@ -82,7 +82,9 @@ def test_two_part_surfels_are_judged_per_part():
     judges = Judges(
         ShapeJudge.from_clouds(clouds, 256, 1, rotations=4), ColourJudge.from_measurements(refs)
     )
-    row = judge_generation(judges, xyz, surfels, two_part=True)
+    expected = expected_words(obj.caption)
+    row = judge_generation(judges, xyz, surfels, expected)
+    assert row["expected_top_colour"] == top.colour
     assert row["shape"] == "composition"
     assert row["top_colour"] == top.colour and row["bottom_colour"] == bottom.colour
     assert row["colour"] in (top.colour, bottom.colour)

