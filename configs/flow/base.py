@@ -20,7 +20,8 @@ a variant overrides only what differs:
                     use_images (read one conditioning view per object)
     eval_data       the same for the held-out batches (one ordered pass)
     eval            sampling during evaluation: seed, guidance_scale, sampler
-                    (ga_jax.flow.samplers.SamplerSettings fields)
+                    (ga_jax.flow.samplers.SamplerSettings fields); the render grid (grid,
+                    and vae_workdir: the VAE run that decodes stage 2)
     optimizer       AdamW groups (ga_jax/train/optimizers.py): the DiT, a trainable encoder
     train, mesh     as every task of ga_jax/train/loop.py
 """
@@ -101,6 +102,10 @@ def base_config(stage: int, condition: str, size: str) -> ml_collections.ConfigD
     c.eval.sampler = ml_collections.ConfigDict(
         dict(name="euler", steps=25, shift=1.0, rtol=1e-3, atol=1e-6, max_steps=1024, dt0=0.01)
     )
+    # The render grid of the first evaluation batch (ga_jax/train/tasks/flow.py); stage 2
+    # draws it only with a VAE run to decode with.
+    c.eval.grid = ml_collections.ConfigDict(dict(samples=4, views=3, resolution=64))
+    c.eval.vae_workdir = ""
 
     # DESIGN.md section 6: AdamW lr 1e-4, weight decay 0.05.
     c.optimizer = optimizer_config(

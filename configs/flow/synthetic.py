@@ -19,7 +19,7 @@ with the DiT).
 import ml_collections
 
 from configs.flow.base import base_config
-from configs.paths import data_root
+from configs.paths import REPOSITORY, data_root
 
 LATENT_SETS = ("train_vae_objects", "train_more")
 
@@ -55,4 +55,6 @@ def synthetic_config(stage: int, condition: str) -> ml_collections.ConfigDict:
     t.checkpoint_every_steps = 500
     t.ema_decay = 0.995
     c.eval.sampler.steps = 12
+    if stage == 2:  # the grid decodes with the synthetic VAE run (docs/results.md)
+        c.eval.vae_workdir = str(REPOSITORY / "outputs" / "vae_syn17")
     return c

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import time
 from pathlib import Path
@@ -32,7 +31,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from ga_jax.data.fps import farthest_point_sample
@@ -43,10 +41,11 @@ from ga_jax.models.conditioning.build import build_conditioner
 from ga_jax.models.flow.build import build_dit
 from ga_jax.models.flow.dit import PointDiT
 from ga_jax.models.flow.stage import StageVelocity, init_stage_params
-from ga_jax.models.vae.vae import VAE, abstract_variables, build_vae
+from ga_jax.models.vae.vae import VAE, build_vae
 from ga_jax.pipeline.edit import EditableCloud, Region, densify, region_mask
 from ga_jax.rendering.surfels import Surfels
 from ga_jax.train.checkpoint import restore_params
+from ga_jax.train.runs import load_vae_run, read_run_config, single_device_abstract
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +126,6 @@ def prepare_points(points: np.ndarray, num_points: int) -> tuple[np.ndarray, dic
     return points, done
 
 
-def _read_run_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a training run saved with its latest checkpoint."""
-    directory = Path(workdir) / "checkpoints"
-    steps = sorted(int(p.name) for p in directory.glob("[0-9]*") if p.name.isdigit())
-    if not steps:
-        raise FileNotFoundError(f"{directory}: no checkpoint (train first: launch.train)")
-    path = directory / str(steps[-1]) / "config" / "metadata"
-    try:
-        return ml_collections.ConfigDict(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError) as e:
-        raise FileNotFoundError(f"{path}: the run's saved config is missing or unreadable") from e
-
-
 class Pipeline:
     """Conditioned generation with a VAE, two flow stages and their conditioner."""
 
@@ -205,13 +191,10 @@ class Pipeline:
     ) -> Pipeline:
         """The parameters (EMA when the run kept them) of three training runs' latest
         checkpoints, with the configs the runs saved."""
-        vae_config = _read_run_config(vae_workdir)
-        vae = build_vae(vae_config.model)
-        abstract = _plain(abstract_variables(vae)["params"])
-        vae_params, _ = restore_params(Path(vae_workdir) / "checkpoints", abstract)
+        vae, vae_params = load_vae_run(vae_workdir)
         stages, conditions = [], []
         for stage, workdir in ((1, stage1_workdir), (2, stage2_workdir)):
-            config = _read_run_config(workdir)
+            config = read_run_config(workdir)
             if int(config.get("stage", 0)) != stage:
                 raise ValueError(
                     f"{workdir}: expected a stage-{stage} flow run, its config has stage "
@@ -224,7 +207,8 @@ class Pipeline:
                 functools.partial(init_stage_params, model, conditioner), jax.random.key(0)
             )
             field = "ema_params" if config.train.get("ema_decay", 0.0) > 0 else "params"
-            params, _ = restore_params(Path(workdir) / "checkpoints", _plain(shapes), field=field)
+            abstract = single_device_abstract(shapes)
+            params, _ = restore_params(Path(workdir) / "checkpoints", abstract, field=field)
             stages.append(_stage(config, model, params))
         if conditions[0] != conditions[1]:
             raise ValueError(
@@ -506,17 +490,6 @@ def _perturbed(params: Any, key: jax.Array, std: float = 0.02) -> Any:
         x + std * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)
     ]
     return jax.tree.unflatten(tree, noisy)
-
-
-def _plain(abstract: Any) -> Any:
-    """Abstract parameters without their logical-axis boxes, placed on the first device: a
-    restore target for one process (multi-device restores: parallel.mesh.sharded_abstract)."""
-    from flax import linen as nn  # noqa: PLC0415
-
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), nn.unbox(abstract)
-    )
 
 
 def _stage(config: Any, model: PointDiT, params: Any) -> FlowStage:

@@ -45,3 +45,27 @@ def random_surfels(
         opacities=jax.random.uniform(k_opac, (num,), minval=0.05, maxval=1.0),
         colors=jax.random.uniform(k_col, (num, channels)),
     )
+
+
+# Three discs per point, normals along x, y and z (w, x, y, z): a point is visible from every
+# direction, as no single disc is when seen edge-on.
+_AXIS_DISCS = jnp.array(
+    [[1.0, 0.0, 0.0, 0.0], [0.70710678, 0.0, 0.70710678, 0.0], [0.70710678, -0.70710678, 0.0, 0.0]]
+)
+_LOW, _HIGH = jnp.array([0.15, 0.35, 0.85]), jnp.array([0.95, 0.55, 0.1])
+
+
+def point_surfels(xyz: jax.Array, radius: float = 0.01, box: float = 0.45) -> Surfels:
+    """A point cloud [..., P, 3] as surfels [..., 3P] to look at: three orthogonal discs of
+    std `radius` per point, coloured from blue (z = -box) to orange (z = box) by height."""
+    lead = xyz.shape[:-1]
+    means = jnp.repeat(xyz, 3, axis=-2)
+    quaternions = jnp.broadcast_to(_AXIS_DISCS, lead + (3, 4)).reshape(means.shape[:-1] + (4,))
+    height = jnp.clip((means[..., 2:3] + box) / (2 * box), 0.0, 1.0)
+    return Surfels(
+        means=means,
+        quaternions=quaternions,
+        scales=jnp.full(means.shape[:-1] + (2,), radius, xyz.dtype),
+        opacities=jnp.full(means.shape[:-1], 0.9, xyz.dtype),
+        colors=(1.0 - height) * _LOW + height * _HIGH,
+    )

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["Task"]
+__all__ = ["Task", "save_grid"]
 
 
 class Task:
@@ -89,4 +90,17 @@ class Task:
         raise NotImplementedError
 
     def save_images(self, path: Path, images: Any) -> None:
-        """Write the first evaluation batch's images (a PNG grid); nothing by default."""
+        """Write the first evaluation batch's images [B, V, 2, R, R, 3] (generated or
+        reconstructed, then target, per sample and view) as one PNG grid (save_grid)."""
+        save_grid(path, images)
+
+
+def save_grid(path: Path, images: np.ndarray) -> None:
+    """images [B, V, 2, R, R, 3] in [0, 1] -> one PNG: rows = (sample, generated/target),
+    columns = views."""
+    from PIL import Image  # noqa: PLC0415
+
+    b, v, two, r = images.shape[:4]
+    grid = np.asarray(images).transpose(0, 2, 3, 1, 4, 5).reshape(b * two * r, v * r, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8)).save(path)

@@ -7,6 +7,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs.flow.tiny import get_config as tiny_config
 from ga_jax.data.flow_loader import make_flow_loader
@@ -21,9 +22,9 @@ from ga_jax.train.tasks.flow import FlowTask
 POINTS, DIM = 32, 10
 
 
-def write_latents(root, count=16, encodings=2, images=False):
+def write_latents(root, count=16, encodings=2, images=False, points=POINTS):
     rng = np.random.default_rng(0)
-    with LatentWriter(root, num_points=POINTS, latent_dim=DIM) as writer:
+    with LatentWriter(root, num_points=points, latent_dim=DIM) as writer:
         for i in range(count):
             extra = {}
             if images:
@@ -34,10 +35,10 @@ def write_latents(root, count=16, encodings=2, images=False):
             writer.add(
                 f"obj/{i}",
                 f"object {i}",
-                xyz=rng.uniform(-0.4, 0.4, (encodings, POINTS, 3)),
-                sample=rng.normal(size=(encodings, POINTS, DIM)),
-                mean=rng.normal(size=(encodings, POINTS, DIM)),
-                logvar=np.full((encodings, POINTS, DIM), -2.0),
+                xyz=rng.uniform(-0.4, 0.4, (encodings, points, 3)),
+                sample=rng.normal(size=(encodings, points, DIM)),
+                mean=rng.normal(size=(encodings, points, DIM)),
+                logvar=np.full((encodings, points, DIM), -2.0),
                 **extra,
             )
     return root
@@ -129,7 +130,7 @@ def one_step(config, mesh, host_batch):
         before = jax.device_get(state.params)
         batch = to_global_batch(task.device_batch(host_batch), mesh, ("data", "fsdp"))
         step = jax.jit(make_train_step(task, optimizer))
-        state, metrics = step(state, batch, jax.random.key(1), None)
+        state, metrics = step(state, batch, jax.random.key(1), task.frozen())
     return before, jax.device_get(state.params), jax.device_get(metrics)
 
 
@@ -162,6 +163,8 @@ def test_short_run_trains_and_evaluates(latents, tmp_path):
     assert "flow_mse" in logged
     assert "eval/chamfer" in logged
     assert (tmp_path / "checkpoints" / "4").is_dir()
+    grids = sorted((tmp_path / "eval").glob("step_*.png"))  # 4 samples x 2 rows, 3 views
+    assert grids and Image.open(grids[-1]).size == (3 * 64, 4 * 2 * 64)
 
 
 def test_stage_and_model_must_agree(latents):
@@ -194,7 +197,8 @@ def test_a_trainable_image_encoder_trains_with_the_dit(tmp_path):
         state, metrics = jax.jit(make_train_step(task, optimizer))(
             state, batch, jax.random.key(1), None
         )
-        scores, _ = jax.jit(task.evaluate)(state.params, batch, None)  # stage 2's evaluation
+        # stage 2's evaluation
+        scores, _ = jax.jit(task.evaluate)(state.params, batch, task.frozen())
     assert np.isfinite(float(metrics["total"]))
     assert scores["feature_mse"].shape == (8,) and np.all(np.isfinite(scores["feature_mse"]))
     np.testing.assert_array_equal(scores["nfe"], c.eval.sampler.steps)
@@ -223,3 +227,47 @@ def test_cached_text_features_equal_the_encoder(latents):
     assert len(task._feature_cache) == len(set(map(str, host["caption"])))
     encoded = task.encode(None, None, cached)
     assert encoded["context"] is cached["context"]
+
+
+def test_stage_two_grid_decodes_generated_and_true_features_with_a_vae_run(tmp_path):
+    """eval.vae_workdir: the grid's second row of each sample is the VAE's decode of the
+    batch's own (xyz, h), rendered on the orbit views; the first is the generated h's."""
+    from flax import linen as nn
+
+    from configs.loading import load_config
+    from ga_jax.models.vae.vae import VAE, build_vae
+    from ga_jax.rendering.cameras import orbit_cameras
+    from ga_jax.rendering.render import render_surfels
+    from ga_jax.train.checkpoint import Checkpointer
+
+    vae_config = load_config("configs/vae/tiny.py")
+    vae = build_vae(vae_config.model)
+    enc = np.zeros((1, 1, vae.encoder.downsample_factor, vae.encoder.downsample_factor,
+                    vae.encoder.in_channels), np.float32)  # fmt: skip
+    fps = np.zeros((1, vae.decoder.num_points, 3), np.float32)
+    vae_params = nn.unbox(vae.init({"params": jax.random.key(0)}, enc, fps, train=False))
+    vae_params = vae_params["params"]
+    ckpt = Checkpointer(tmp_path / "vae" / "checkpoints")
+    ckpt.save(1, {"step": 1, "params": vae_params}, config=vae_config)
+    ckpt.close()
+
+    root = write_latents(tmp_path / "latents", count=4, points=vae.decoder.num_points)
+    c = config_for(root, 2)
+    c.eval.vae_workdir = str(tmp_path / "vae")
+    c.eval.grid.samples, c.eval.grid.views, c.eval.grid.resolution = 2, 2, 32
+    task = FlowTask(c)
+    host = next(make_flow_loader(c.data))
+    batch = task.device_batch(host)
+    flow_params = task.init_params(jax.random.key(1))
+    _, images = jax.jit(task.evaluate)(flow_params, batch, task.frozen())
+    assert images.shape == (2, 2, 2, 32, 32, 3)
+    surfels = vae.apply({"params": vae_params}, batch["xyz"][:2], batch["h"][:2],
+                        method=VAE.decode)[-1]  # fmt: skip
+    cameras = orbit_cameras(2, 32, 32)
+    for i in range(2):
+        one = jax.tree.map(lambda a, i=i: a[i], surfels)
+        expected = render_surfels(one, cameras, np.ones(3, np.float32)).rgb
+        np.testing.assert_allclose(images[i, :, 1], expected, atol=1e-5)
+    assert float(np.min(images[:, :, 0])) < 0.9  # the generated half shows surfels too
+    task.save_images(tmp_path / "grid.png", np.asarray(images))
+    assert Image.open(tmp_path / "grid.png").size == (2 * 32, 2 * 2 * 32)

@@ -19,6 +19,10 @@ The host batch's captions / views are turned into the encoder's arrays in `devic
 Evaluation: each evaluation batch's conditions sampled with eval.sampler (Euler by default),
 scored against the batch's own data: Chamfer distance (stage 1, in the latent frame) or the
 features' mean squared error at the given xyz (stage 2); the loss on fixed draws as well.
+The first batch's first eval.grid_samples samples are drawn beside their targets on
+eval.grid_views orbit views (workdir/eval/step_*.png): stage 1 the clouds as discs coloured by
+height, stage 2 the surfels decoded by the VAE run in eval.vae_workdir (frozen) from the
+generated and the true features at the same xyz (no grid without a VAE run).
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ from ga_jax.metrics.pointcloud import chamfer_distance
 from ga_jax.models.conditioning.build import build_conditioner
 from ga_jax.models.flow.build import build_dit
 from ga_jax.models.flow.stage import StageVelocity, init_stage_params
+from ga_jax.rendering.cameras import orbit_cameras
+from ga_jax.rendering.render import render_surfels
+from ga_jax.rendering.scenes import point_surfels
+from ga_jax.rendering.surfels import Surfels
 from ga_jax.train.task import Task
 
 log = logging.getLogger(__name__)
@@ -111,6 +119,18 @@ class FlowTask(Task):
             self._cache_apply = jax.jit(self.conditioner.apply)
         standardise_from_data(config)
         self.flow = config.flow
+        # Stage 2's grid decodes with a VAE run's decoder (frozen); stage 1 needs none.
+        self.vae = self._vae_params = None
+        vae_workdir = config.eval.get("vae_workdir", "")
+        if self.stage == 2 and vae_workdir and config.train.eval_every_steps > 0:
+            from ga_jax.train.runs import load_vae_run  # noqa: PLC0415 - reads a checkpoint
+
+            self.vae, self._vae_params = load_vae_run(vae_workdir)
+            if self.vae.encoder.latent_dim != self.model.in_dim:
+                raise ValueError(
+                    f"eval.vae_workdir: {vae_workdir} has latent_dim "
+                    f"{self.vae.encoder.latent_dim}, stage 2 learns {self.model.in_dim} channels"
+                )
 
     # -- the network -------------------------------------------------------------------------
 
@@ -119,7 +139,7 @@ class FlowTask(Task):
         when device_batch took it from the feature cache)."""
         if "context" in inputs:
             return {"context": inputs["context"], "pooled": inputs["pooled"]}
-        weights = params.get("condition") if self.conditioner.trainable else frozen
+        weights = params.get("condition") if self.conditioner.trainable else frozen["condition"]
         context, pooled = self.conditioner.apply(weights, inputs)
         return {"context": context, "pooled": pooled}
 
@@ -129,7 +149,9 @@ class FlowTask(Task):
         return init_stage_params(self.model, self.conditioner, rng)
 
     def frozen(self) -> Any:
-        return None if self.conditioner.trainable else self.conditioner.load()
+        """{'condition': a frozen encoder's weights, 'vae': the grid's VAE} (None if not)."""
+        condition = None if self.conditioner.trainable else self.conditioner.load()
+        return {"condition": condition, "vae": self._vae_params}
 
     # -- step --------------------------------------------------------------------------------
 
@@ -217,4 +239,34 @@ class FlowTask(Task):
         else:
             score = {"feature_mse": jnp.mean((result.x - x1) ** 2, axis=(1, 2))}
         score["nfe"] = jnp.full((b,), result.nfe, jnp.float32)
-        return score, None
+        return score, self._grid(frozen, batch, result.x)
+
+    def _grid(self, frozen, batch, x: jax.Array) -> jax.Array | None:
+        """[S, V, 2, R, R, 3]: the first S samples (generated, target) on V orbit views."""
+        grid = self.config.eval.get("grid", None)
+        count = min(int(grid.samples), x.shape[0]) if grid is not None else 0
+        if count == 0 or (self.stage == 2 and self.vae is None):
+            return None
+        if self.stage == 1:
+            generated = stage_scaling(1, self.flow).from_x(x[:count])
+            pair = jnp.stack([generated, batch["xyz"][:count]], axis=1)  # [S, 2, P, 3]
+            surfels = point_surfels(pair)
+        else:
+            from ga_jax.models.vae.vae import VAE  # noqa: PLC0415
+
+            h = jnp.stack([stage_scaling(2, self.flow).from_x(x[:count]), batch["h"][:count]], 1)
+            xyz = jnp.broadcast_to(batch["xyz"][:count, None], h.shape[:3] + (3,))
+            flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+            variables = {"params": frozen["vae"]}
+            levels = self.vae.apply(variables, flat(xyz), flat(h), method=VAE.decode)
+            surfels = jax.tree.map(lambda a: a.reshape((count, 2) + a.shape[1:]), levels[-1])
+        return _render_grid(surfels, int(grid.views), int(grid.resolution))
+
+
+def _render_grid(surfels: Surfels, views: int, resolution: int) -> jax.Array:
+    """Surfels [S, 2, N] on `views` orbit cameras over white -> [S, V, 2, R, R, 3]."""
+    cameras = orbit_cameras(views, resolution, resolution)
+    lead = surfels.means.shape[:2]
+    cameras = jax.tree.map(lambda a: jnp.broadcast_to(a, lead + a.shape), cameras)
+    rgb = render_surfels(surfels, cameras, jnp.ones(3)).rgb  # [S, 2, V, R, R, 3]
+    return jnp.swapaxes(rgb[..., :3], 1, 2)

@@ -16,14 +16,11 @@ and on the novel ones (ga_jax.models.vae.reconstruct), with a PNG grid of the fi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from PIL import Image
 
 from ga_jax.data.transforms import VaeBatch
 from ga_jax.losses.patchgan import (
@@ -39,7 +36,7 @@ from ga_jax.models.vae.vae import LATENT_RNG, build_vae
 from ga_jax.rendering.levels import render_levels
 from ga_jax.train.task import Task
 
-__all__ = ["VaeTask", "child_distance", "save_grid"]
+__all__ = ["VaeTask", "child_distance"]
 
 
 def child_distance(parents: jax.Array, children: jax.Array) -> jax.Array:
@@ -48,14 +45,6 @@ def child_distance(parents: jax.Array, children: jax.Array) -> jax.Array:
     b, n = parents.shape[:2]
     grouped = children.reshape(b, n, children.shape[1] // n, 3)
     return jnp.mean(jnp.linalg.norm(grouped - parents[:, :, None], axis=-1))
-
-
-def save_grid(path: Path, images: np.ndarray) -> None:
-    """images [B, V, 2, R, R, 3] -> one PNG: rows = (sample, pred/target), columns = views."""
-    b, v, two, r = images.shape[:4]
-    grid = np.asarray(images).transpose(0, 2, 3, 1, 4, 5).reshape(b * two * r, v * r, 3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
 def _as_images(x: jax.Array) -> jax.Array:
@@ -228,5 +217,3 @@ class VaeTask(Task):
         out = reconstruct(self.model, params, batch, self.sizes[-1], **self.render)
         return out.metrics, out.images
 
-    def save_images(self, path: Path, images) -> None:
-        save_grid(path, images)
