@@ -34,8 +34,16 @@ import numpy as np
 
 from ga_jax.data.gbuffer import read_chunk
 from ga_jax.data.ply import read_ply_points
-from ga_jax.data.synthetic import COLOURS, SINGLE_SHAPES, make_object, render_views
-from ga_jax.data.synthetic.splits import HELDOUT_COMBOS
+from ga_jax.data.synthetic import (
+    BOTTOM_SHAPES,
+    COLOURS,
+    SINGLE_SHAPES,
+    TOP_SHAPES,
+    make_object,
+    render_views,
+)
+from ga_jax.data.synthetic.objects import article
+from ga_jax.data.synthetic.splits import HELDOUT_COMBOS, has_heldout_combo
 from ga_jax.metrics.image import psnr
 from ga_jax.metrics.judges import (
     ColourJudge,
@@ -179,14 +187,8 @@ def judge_generation(
         "mean_colour": colour.round(4).tolist(),
     }
     if "expected_top_colour" in expected:
-        threshold = split_height(xyz)
-        top = np.asarray(surfels.means)[:, 2] > threshold
-        row["split_height"] = threshold
-        for name, keep in (("top", top), ("bottom", ~top)):
-            rgb, alpha = render_on_judge_cameras(surfels, backend, keep)
-            colour = foreground_colour(rgb, alpha) if alpha.sum() > 1e-6 else None
-            row[f"{name}_colour"] = None if colour is None else judges.colour.judge(colour)
-            row[f"{name}_mean_colour"] = None if colour is None else colour.round(4).tolist()
+        row["split_height"] = split_height(xyz)
+        row.update(_part_colours(judges, surfels, row["split_height"], backend))
     return row
 
 
@@ -210,6 +212,29 @@ def single_part_prompts(size: str = "medium") -> list[dict[str, Any]]:
                 }
             )
     return prompts
+
+
+def two_part_prompts(count: int = 16, seed: int = 0) -> list[dict[str, Any]]:
+    """`count` distinct prompts "a <colour> <top> on a <colour> <bottom>" in the generator's
+    wording (two different colours, shapes from TOP_SHAPES / BOTTOM_SHAPES), drawn with a
+    fixed rng and none naming a held-out combination, with their expected colours."""
+    rng = np.random.default_rng(seed)
+    prompts: dict[str, dict[str, Any]] = {}
+    while len(prompts) < count:
+        top, bottom = rng.choice(TOP_SHAPES), rng.choice(BOTTOM_SHAPES)
+        c_top, c_bottom = rng.choice(list(COLOURS), size=2, replace=False)
+        prompt = f"{article(c_top)} {c_top} {top} on {article(c_bottom)} {c_bottom} {bottom}"
+        if prompt in prompts or has_heldout_combo(prompt):
+            continue
+        prompts[prompt] = {
+            "prompt": prompt,
+            "expected_top_colour": str(c_top),
+            "expected_bottom_colour": str(c_bottom),
+            "top_shape": str(top),
+            "bottom_shape": str(bottom),
+            "heldout": False,
+        }
+    return list(prompts.values())
 
 
 def text_to_3d(
@@ -457,9 +482,92 @@ def points_to_3d(
 
 
 # --------------------------------------------------------------------------------------------
+# Editing two-part objects
+
+# The top part moves 0.1 along x: a horizontal move keeps every height, so the split height
+# measured before the edit still separates the parts after it.
+EDIT_OFFSET = (0.1, 0.0, 0.0)
+EDIT_TOLERANCE = 0.05  # per channel, on the parts' mean foreground colours
+
+
+def edit_parts(
+    pipeline,
+    judges: Judges,
+    prompts: Sequence[dict[str, Any]],
+    samples: int,
+    *,
+    seed: int = 0,
+    offset: Sequence[float] = EDIT_OFFSET,
+    backend: str = "xla",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Two-part prompts generated (samples per prompt); a sample whose parts both match their
+    prompt colours is edited: the points above its split height (judges.split_height of the
+    stage-1 cloud) are translated by `offset` (pipeline.edit ops: a box region, translate),
+    stage 2 rerun with the same noise rows, decoded, and both parts judged again with the same
+    split. Rows of unmatched samples carry matched=False and no edit."""
+    from ga_jax.pipeline.edit import Box, translate  # noqa: PLC0415
+
+    rows = []
+    for n, p in enumerate(prompts):
+        generation = pipeline.run(prompt=p["prompt"], seed=seed, num_samples=samples)
+        for i in range(samples):
+            sample = generation.sample(i)
+            before = judge_generation(judges, sample.cloud.xyz, sample.surfels, p, backend=backend)
+            row = {**p, "seed": seed, "sample": i, "split_height": before["split_height"]}
+            row.update({f"before_{k}": before[k] for k in ("top_colour", "bottom_colour")})
+            row["matched"] = all(before[f"{k}_colour"] == p[f"expected_{k}_colour"]
+                                 for k in ("top", "bottom"))  # fmt: skip
+            if row["matched"]:
+                height = before["split_height"]
+                # Every point above the split: a box from that height to far above.
+                top = Box((0.0, 0.0, height + 5.0), (10.0, 10.0, 5.0))
+                edited = pipeline.edit(sample, translate(sample.cloud, offset, top))
+                after = _part_colours(judges, edited.surfels, height, backend)
+                row["moved_points"] = int(top.contains(sample.cloud.xyz).sum())
+                for k in ("top", "bottom"):
+                    change = np.abs(
+                        np.asarray(after[f"{k}_mean_colour"]) - before[f"{k}_mean_colour"]
+                    )
+                    row[f"{k}_change"] = float(change.max())
+                    row[f"after_{k}_colour"] = after[f"{k}_colour"]
+                row["kept"] = max(row["top_change"], row["bottom_change"]) <= EDIT_TOLERANCE
+            rows.append(row)
+        if progress:
+            log.info("editing: %d/%d prompts", n + 1, len(prompts))
+    return rows
+
+
+def _part_colours(judges: Judges, surfels: Surfels, height: float, backend: str) -> dict:
+    """Each part's mean foreground colour and verdict, the surfels split at `height`."""
+    top = np.asarray(surfels.means)[:, 2] > height
+    out = {}
+    for name, keep in (("top", top), ("bottom", ~top)):
+        rgb, alpha = render_on_judge_cameras(surfels, backend, keep)
+        colour = foreground_colour(rgb, alpha) if alpha.sum() > 1e-6 else None
+        out[f"{name}_colour"] = None if colour is None else judges.colour.judge(colour)
+        out[f"{name}_mean_colour"] = None if colour is None else colour.round(4).tolist()
+    return out
+
+
+def summarise_edits(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How many samples matched before the edit and the fraction of those whose two parts'
+    mean colours stayed within EDIT_TOLERANCE."""
+    edited = [r for r in rows if r["matched"]]
+    return {
+        "samples": len(rows),
+        "matched_before_edit": len(edited),
+        "colours_kept_fraction": float(np.mean([r["kept"] for r in edited])) if edited else None,
+        "tolerance": EDIT_TOLERANCE,
+        "offset": list(EDIT_OFFSET),
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # The job: one task per call, JSON + markdown under `out`
 
-TASKS = ("ceilings", "text", "image", "points", "nfe")
+TASKS = ("ceilings", "text", "image", "points", "nfe", "edit")
+EDIT_PROMPTS = 32  # two-part prompts of the edit task (seeds per prompt: the job's `seeds`)
 
 # The quality-versus-NFE sweep: (name, sampler fields); each runs plain and with the
 # guidance interval + rescale below.
@@ -553,6 +661,12 @@ def run_generation_eval(
         rows = text_to_3d(pipeline, judges, seen, seeds, backend=backend)
         rows += text_to_3d(pipeline, judges, held, heldout_seeds, backend=backend)
         summary = summarise(rows)
+        two_part = text_to_3d(pipeline, judges, two_part_prompts(), seeds, backend=backend)
+        summary["two_part"] = summarise(two_part)["all"]
+        rows += two_part
+    elif task == "edit":
+        rows = edit_parts(pipeline, judges, two_part_prompts(EDIT_PROMPTS), seeds, backend=backend)
+        summary = {"all": summarise_edits(rows)}
     elif task == "image":
         rows = image_to_3d(pipeline, judges, heldout, backend=backend)
         summary = summarise(rows)

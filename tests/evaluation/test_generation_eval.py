@@ -4,15 +4,18 @@ words, accuracies by hand, and the render-space judging of a two-part surfel obj
 import dataclasses
 
 import numpy as np
+import pytest
 
 from ga_jax.data.fps import farthest_point_sample
 from ga_jax.data.synthetic import COLOURS, make_object, sample_surface
+from ga_jax.data.synthetic.splits import has_heldout_combo
 from ga_jax.evaluation.generation import (
     Judges,
     expected_words,
     judge_generation,
     single_part_prompts,
     summarise,
+    two_part_prompts,
     wrong_colour_caption,
 )
 from ga_jax.metrics.judges import ColourJudge, ShapeJudge
@@ -90,18 +93,74 @@ def test_two_part_surfels_are_judged_per_part():
     assert row["colour"] in (top.colour, bottom.colour)
 
 
-def test_text_to_3d_rows_on_a_tiny_random_pipeline():
+def test_two_part_prompts_use_the_generators_wording():
+    prompts = two_part_prompts(16)
+    assert len({p["prompt"] for p in prompts}) == 16 and prompts == two_part_prompts(16)
+    from ga_jax.data.synthetic import BOTTOM_SHAPES, TOP_SHAPES
+
+    def template(text):  # the wording with colour, shape and article words abstracted
+        names = {**dict.fromkeys(COLOURS, "C"), **dict.fromkeys(TOP_SHAPES + BOTTOM_SHAPES, "S")}
+        words = text.split()
+        # An article must agree with the word after it.
+        assert all(w != "a" or nxt[0] not in "aeiou" for w, nxt in zip(words, words[1:]))
+        return " ".join(names.get(w, "A" if w in ("a", "an") else w) for w in words)
+
+    objects = (make_object(0, i) for i in range(200))
+    captions = {template(o.caption) for o in objects if o.class_name == "composition"}
+    for p in prompts:
+        assert not has_heldout_combo(p["prompt"])
+        assert expected_words(p["prompt"]) == {
+            "expected_top_colour": p["expected_top_colour"],
+            "expected_bottom_colour": p["expected_bottom_colour"],
+        }
+        assert p["expected_top_colour"] != p["expected_bottom_colour"]
+    assert {template(p["prompt"]) for p in prompts} == captions == {"A C S on A C S"}
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
     from configs.loading import load_config
-    from ga_jax.evaluation.generation import text_to_3d
     from ga_jax.flow.samplers import SamplerSettings
     from ga_jax.pipeline.generate import Pipeline
 
-    pipe = Pipeline.from_configs(
+    return Pipeline.from_configs(
         load_config("configs/vae/tiny.py"),
         load_config("configs/flow/tiny.py:1,text"),
         load_config("configs/flow/tiny.py:2,text"),
         sampler=SamplerSettings("euler", steps=2),
     )
+
+
+def test_edit_parts_measures_the_colour_change_of_a_moved_top(tiny_pipe):
+    """A judge that only knows 'red' matches every sample; a zero move reproduces the sample
+    (changes exactly 0), a real move is measured on the same split."""
+    from ga_jax.evaluation.generation import edit_parts, summarise_edits
+
+    p = tiny_pipe.num_points
+    rng = np.random.default_rng(0)
+    judges = Judges(
+        ShapeJudge.from_clouds({"a": [rng.normal(size=(p, 3))]}, p, 1, rotations=2),
+        ColourJudge.from_measurements({"red": [np.asarray(COLOURS["red"])]}),
+    )
+    prompt = {"prompt": "a red cube on a blue box", "expected_top_colour": "red",
+              "expected_bottom_colour": "red", "heldout": False}  # fmt: skip
+    still = edit_parts(tiny_pipe, judges, [prompt], 1, offset=(0, 0, 0), progress=False)[0]
+    assert still["matched"] and still["top_change"] == 0.0 and still["bottom_change"] == 0.0
+    assert still["kept"]
+    moved = edit_parts(tiny_pipe, judges, [prompt], 2, offset=(0.1, 0, 0), progress=False)
+    assert [r["sample"] for r in moved] == [0, 1]
+    out = tiny_pipe.run(prompt=prompt["prompt"], seed=0, num_samples=2)
+    for r, xyz in zip(moved, out.xyz, strict=True):
+        assert r["moved_points"] == int((xyz[:, 2] > r["split_height"]).sum())
+        assert r["kept"] == (max(r["top_change"], r["bottom_change"]) <= 0.05)
+    summary = summarise_edits(moved + [{**still, "matched": False}])
+    assert summary["samples"] == 3 and summary["matched_before_edit"] == 2
+
+
+def test_text_to_3d_rows_on_a_tiny_random_pipeline(tiny_pipe):
+    from ga_jax.evaluation.generation import text_to_3d
+
+    pipe = tiny_pipe
     rng = np.random.default_rng(0)
     p = pipe.num_points
     judges = Judges(

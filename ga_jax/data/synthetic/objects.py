@@ -165,7 +165,8 @@ def _local_shape(shape: str, rng: np.random.Generator) -> tuple[str, np.ndarray,
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """The indefinite article before `word` in a caption."""
     return "an" if word[0] in "aeiou" else "a"
 
 
@@ -204,7 +205,7 @@ def make_object(seed: int, index: int) -> SyntheticObject:
         ]
         target = rng.uniform(0.3, 0.42)
         class_name = "composition"
-        caption = f"{_article(c_top)} {c_top} {top} on {_article(c_bottom)} {c_bottom} {bottom}"
+        caption = f"{article(c_top)} {c_top} {top} on {article(c_bottom)} {c_bottom} {bottom}"
     else:
         shape = _pick(rng, SINGLE_SHAPES)
         size = _pick(rng, tuple(SIZES))
@@ -216,7 +217,7 @@ def make_object(seed: int, index: int) -> SyntheticObject:
         parts = [Part(kind, np.zeros(3), rotation, dims, colour, _albedo(rng, colour))]
         target = SIZES[size] + rng.uniform(-0.02, 0.02)
         class_name = shape
-        caption = f"{_article(size)} {size} {colour} {shape}"
+        caption = f"{article(size)} {size} {colour} {shape}"
     # Centre the bounding box on the origin and scale its largest half-extent to `target`.
     boxes = [_part_aabb(p) for p in parts]
     lo = np.min([b[0] for b in boxes], axis=0)
