@@ -44,8 +44,7 @@ from ga_jax.models.flow.stage import StageVelocity, init_stage_params
 from ga_jax.models.vae.vae import VAE, build_vae
 from ga_jax.pipeline.edit import EditableCloud, Region, densify, region_mask
 from ga_jax.rendering.surfels import Surfels
-from ga_jax.train.checkpoint import restore_params
-from ga_jax.train.runs import load_vae_run, read_run_config, single_device_abstract
+from ga_jax.weights.model_files import load_model
 
 log = logging.getLogger(__name__)
 
@@ -184,38 +183,32 @@ class Pipeline:
     @classmethod
     def from_runs(
         cls,
-        vae_workdir: str | Path,
-        stage1_workdir: str | Path,
-        stage2_workdir: str | Path,
+        vae: str | Path,
+        stage1: str | Path,
+        stage2: str | Path,
         **kwargs,
     ) -> Pipeline:
-        """The parameters (EMA when the run kept them) of three training runs' latest
-        checkpoints, with the configs the runs saved."""
-        vae, vae_params = load_vae_run(vae_workdir)
+        """Three trained models, each a training run's directory (its latest checkpoint: the
+        EMA parameters when the run kept them) or a model file (ga_jax/weights/model_files.py),
+        with the configs they were trained with."""
+        vae_config, vae_params = load_model(vae)
         stages, conditions = [], []
-        for stage, workdir in ((1, stage1_workdir), (2, stage2_workdir)):
-            config = read_run_config(workdir)
-            if int(config.get("stage", 0)) != stage:
+        for stage, path in ((1, stage1), (2, stage2)):
+            config, params = load_model(path)
+            if config.get("task") != "flow" or int(config.get("stage", 0)) != stage:
                 raise ValueError(
-                    f"{workdir}: expected a stage-{stage} flow run, its config has stage "
+                    f"{path}: expected a stage-{stage} flow model, its config has stage "
                     f"{config.get('stage')!r} (task {config.get('task')!r})"
                 )
             conditions.append(config.condition.to_dict())
-            model = build_dit(config.model)
-            conditioner = build_conditioner(config.condition)
-            shapes = jax.eval_shape(
-                functools.partial(init_stage_params, model, conditioner), jax.random.key(0)
-            )
-            field = "ema_params" if config.train.get("ema_decay", 0.0) > 0 else "params"
-            abstract = single_device_abstract(shapes)
-            params, _ = restore_params(Path(workdir) / "checkpoints", abstract, field=field)
-            stages.append(_stage(config, model, params))
+            stages.append(_stage(config, build_dit(config.model), params))
         if conditions[0] != conditions[1]:
             raise ValueError(
-                f"{stage1_workdir}, {stage2_workdir}: the stages were trained with different "
-                f"conditioners ({conditions[0]} and {conditions[1]}); one Pipeline needs one"
+                f"{stage1}, {stage2}: the stages were trained with different conditioners "
+                f"({conditions[0]} and {conditions[1]}); one Pipeline needs one"
             )
-        return cls(vae, vae_params, *stages, config.condition, **kwargs)
+        vae_model = build_vae(vae_config.model)
+        return cls(vae_model, vae_params, *stages, config.condition, **kwargs)
 
     # -- the parts ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ and a flow stage's in-loop decode of a VAE run need; nothing of the optimiser st
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,13 @@ import ml_collections
 
 from ga_jax.train.checkpoint import restore_params
 
-__all__ = ["load_vae_run", "read_run_config", "single_device_abstract"]
+__all__ = [
+    "abstract_params",
+    "load_run",
+    "load_vae_run",
+    "read_run_config",
+    "single_device_abstract",
+]
 
 
 def read_run_config(workdir: str | Path) -> ml_collections.ConfigDict:
@@ -40,11 +47,39 @@ def single_device_abstract(abstract: Any) -> Any:
     )
 
 
+def abstract_params(config: Any) -> Any:
+    """The parameter shapes of a run's model from its config: the VAE (config.task 'vae' or
+    absent) or a flow stage (task 'flow': the DiT and a trainable conditioner)."""
+    task = config.get("task", "vae")
+    if task == "vae":
+        from ga_jax.models.vae.vae import abstract_variables, build_vae  # noqa: PLC0415
+
+        return abstract_variables(build_vae(config.model))["params"]
+    if task == "flow":
+        from ga_jax.models.conditioning.build import build_conditioner  # noqa: PLC0415
+        from ga_jax.models.flow.build import build_dit  # noqa: PLC0415
+        from ga_jax.models.flow.stage import init_stage_params  # noqa: PLC0415
+
+        init = functools.partial(
+            init_stage_params, build_dit(config.model), build_conditioner(config.condition)
+        )
+        return jax.eval_shape(init, jax.random.key(0))
+    raise ValueError(f"config.task: expected 'vae' or 'flow', got {task!r}")
+
+
+def load_run(workdir: str | Path) -> tuple[ml_collections.ConfigDict, Any, int]:
+    """(config, parameters, step) of a run's latest checkpoint: the EMA parameters when the
+    run kept them (train.ema_decay > 0), else the trained ones."""
+    config = read_run_config(workdir)
+    field = "ema_params" if config.train.get("ema_decay", 0.0) > 0 else "params"
+    abstract = single_device_abstract(abstract_params(config))
+    params, step = restore_params(Path(workdir) / "checkpoints", abstract, field=field)
+    return config, params, step
+
+
 def load_vae_run(workdir: str | Path) -> tuple[Any, Any]:
     """(VAE module, parameters of the latest checkpoint) of a VAE training run."""
-    from ga_jax.models.vae.vae import abstract_variables, build_vae  # noqa: PLC0415
+    from ga_jax.models.vae.vae import build_vae  # noqa: PLC0415
 
-    vae = build_vae(read_run_config(workdir).model)
-    abstract = single_device_abstract(abstract_variables(vae)["params"])
-    params, _ = restore_params(Path(workdir) / "checkpoints", abstract)
-    return vae, params
+    config, params, _ = load_run(workdir)
+    return build_vae(config.model), params

@@ -216,9 +216,23 @@ def test_from_runs_restores_what_the_runs_saved(pipe, tmp_path):
     a, b = pipe.run(seed=9), restored.run(seed=9)
     np.testing.assert_array_equal(a.xyz, b.xyz)
     np.testing.assert_array_equal(a.features, b.features)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    # The same runs exported as model files: exact in float32, close in float16.
+    from ga_jax.weights.model_files import export_run
+
+    for dtype in ("float32", "float16"):
+        files = [tmp_path / f"{w.name}_{dtype}.safetensors" for w in workdirs]
+        for w, f in zip(workdirs, files, strict=True):
+            assert export_run(w, f, dtype=dtype)["step"] == 3
+        c = Pipeline.from_runs(*files, sampler=EULER_4).run(seed=9)
+        if dtype == "float32":
+            np.testing.assert_array_equal(a.xyz, c.xyz)
+            np.testing.assert_array_equal(a.features, c.features)
+        else:
+            np.testing.assert_allclose(a.xyz, c.xyz, atol=2e-3)
+            assert not np.array_equal(a.xyz, c.xyz)  # the weights were rounded
+    with pytest.raises(FileNotFoundError, match="missing: no such model file"):
         Pipeline.from_runs(tmp_path / "missing", *workdirs[1:])
-    with pytest.raises(ValueError, match="run2: expected a stage-1 flow run"):
+    with pytest.raises(ValueError, match="run2: expected a stage-1 flow model"):
         Pipeline.from_runs(workdirs[0], workdirs[2], workdirs[2])
 
 
