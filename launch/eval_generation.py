@@ -1,6 +1,6 @@
 """Measure generation on the synthetic set (ga_jax/evaluation/generation.py, issue 17).
 
-    python -m launch.eval_generation --task=ceilings|text|image|points|nfe|edit \
+    python -m launch.eval_generation --task=ceilings|text|image|points|nfe|edit|grid \
         --vae=outputs/vae_syn17 --stage1=outputs/flow_stage1_text \
         --stage2=outputs/flow_stage2_text --heldout=$GA_JAX_DATA_ROOT/synthetic_latents/heldout \
         --heldout_fps_root=/tmp/syn_heldout_fps --train_fps_root=/tmp/syn1000_fps \

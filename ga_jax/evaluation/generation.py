@@ -564,9 +564,46 @@ def summarise_edits(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# A picture of the samples
+
+
+def grid_prompts() -> list[dict[str, Any]]:
+    """One single-part prompt per colour word (shapes in turn, held-out combinations
+    included) and four two-part prompts: the rows of the sample grid."""
+    singles = single_part_prompts()
+    rows = [
+        next(p for p in singles if p["expected_colour"] == c and p["expected_shape"] == shape)
+        for c, shape in zip(COLOURS, SINGLE_SHAPES * 2, strict=False)
+    ]
+    return rows + two_part_prompts(4)
+
+
+def sample_grid(
+    pipeline,
+    prompts: Sequence[dict[str, Any]],
+    samples: int,
+    *,
+    seed: int = 0,
+    view: int = 1,
+    backend: str = "xla",
+) -> np.ndarray:
+    """uint8 [len(prompts) * R, samples * R, 3]: judge camera `view` of each sample, one row
+    per prompt (noise rows 0 .. samples-1 of `seed`, as text_to_3d)."""
+    rows = []
+    for p in prompts:
+        generation = pipeline.run(prompt=p["prompt"], seed=seed, num_samples=samples)
+        tiles = [
+            render_on_judge_cameras(generation.sample(i).surfels, backend)[0][view]
+            for i in range(samples)
+        ]
+        rows.append(np.concatenate(tiles, axis=1))
+    return (np.clip(np.concatenate(rows, axis=0), 0, 1) * 255).round().astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
 # The job: one task per call, JSON + markdown under `out`
 
-TASKS = ("ceilings", "text", "image", "points", "nfe", "edit")
+TASKS = ("ceilings", "text", "image", "points", "nfe", "edit", "grid")
 EDIT_PROMPTS = 32  # two-part prompts of the edit task (seeds per prompt: the job's `seeds`)
 
 # The quality-versus-NFE sweep: (name, sampler fields); each runs plain and with the
@@ -646,6 +683,7 @@ def run_generation_eval(
     if task not in TASKS:
         raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     if task == "ceilings":
         shape_rows = shape_ceiling(judges, heldout_fps_root, heldout_seed, range(len(heldout)))
         colour_rows = reconstruction_colours(pipeline, judges, heldout, backend=backend)
@@ -664,6 +702,14 @@ def run_generation_eval(
         two_part = text_to_3d(pipeline, judges, two_part_prompts(), seeds, backend=backend)
         summary["two_part"] = summarise(two_part)["all"]
         rows += two_part
+    elif task == "grid":
+        from PIL import Image  # noqa: PLC0415
+
+        prompts = grid_prompts()
+        image = sample_grid(pipeline, prompts, seeds, backend=backend)
+        Image.fromarray(image).save(out / "grid.png")
+        rows = [{"row": i, "prompt": p["prompt"]} for i, p in enumerate(prompts)]
+        summary = {"all": {"prompts": len(prompts), "samples_per_prompt": seeds}}
     elif task == "edit":
         rows = edit_parts(pipeline, judges, two_part_prompts(EDIT_PROMPTS), seeds, backend=backend)
         summary = {"all": summarise_edits(rows)}

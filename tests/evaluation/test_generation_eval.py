@@ -171,6 +171,12 @@ def test_text_to_3d_rows_on_a_tiny_random_pipeline(tiny_pipe):
     )
     prompts = single_part_prompts()[:2]
     rows = text_to_3d(pipe, judges, prompts, 2, progress=False)
+    from ga_jax.evaluation.generation import JUDGE_RESOLUTION, grid_prompts, sample_grid
+
+    assert len(grid_prompts()) == 15 and len({p["prompt"] for p in grid_prompts()}) == 15
+    grid = sample_grid(pipe, prompts, 2)
+    r = JUDGE_RESOLUTION
+    assert grid.shape == (2 * r, 2 * r, 3) and grid.dtype == np.uint8
     assert len(rows) == 4 and [r["sample"] for r in rows] == [0, 1, 0, 1]
     assert {r["shape"] for r in rows} <= {"a", "b"} and all(r["colour"] in COLOURS for r in rows)
     assert rows[0]["prompt"] == prompts[0]["prompt"] and rows[0]["nfe"] > 0
