@@ -43,6 +43,7 @@ import numpy as np
 from jax import lax
 
 from ga_jax.weights import torch_pickle
+from ga_jax.weights.model_files import flatten_params, unflatten_params
 
 # Output channels of each conv of each VGG16 stage; a tap follows the last conv of each stage.
 VGG16_STAGES: tuple[tuple[int, ...], ...] = (
@@ -99,25 +100,6 @@ def param_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _unflatten(flat: Mapping[str, Any]) -> Params:
-    params: Params = {}
-    for key, value in flat.items():
-        node = params
-        *parents, leaf = key.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return params
-
-
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for k, v in params.items():
-        key = f"{prefix}/{k}" if prefix else k
-        flat.update(_flatten(v, key) if isinstance(v, Mapping) else {key: v})
-    return flat
-
-
 # ----------------------------------------------------------------------------------------------
 # Weights
 
@@ -159,7 +141,7 @@ def torch_to_lpips_params(
 
 def save_lpips_params(path: str | os.PathLike, params: Mapping[str, Any]) -> None:
     """Write params (nested or flat with npz keys) to ``path`` as an npz of float32 arrays."""
-    flat = {k: np.asarray(v, np.float32) for k, v in _flatten(params).items()}
+    flat = {k: np.asarray(v, np.float32) for k, v in flatten_params(params).items()}
     with open(path, "wb") as f:  # a file object stops np.savez from appending ".npz"
         np.savez(f, **flat)
 
@@ -200,7 +182,7 @@ def load_lpips_params(path: str | os.PathLike) -> Params:
     extra = sorted(set(flat) - set(shapes))
     if extra:
         raise ValueError(f"{path}: unexpected keys {extra}; not an LPIPS-VGG npz")
-    return _unflatten({k: jnp.asarray(flat[k], jnp.float32) for k in shapes})
+    return unflatten_params({k: jnp.asarray(flat[k], jnp.float32) for k in shapes})
 
 
 def random_lpips_params(key: jax.Array) -> Params:
@@ -219,7 +201,7 @@ def random_lpips_params(key: jax.Array) -> Params:
         flat[f"vgg/{name}/bias"] = 0.01 * rng.standard_normal((c_out,), np.float32)
     for l, c in enumerate(TAP_CHANNELS):
         flat[f"lin/lin{l}"] = np.abs(rng.standard_normal((c,), np.float32)) / c
-    return _unflatten({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})
+    return unflatten_params({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})
 
 
 # ----------------------------------------------------------------------------------------------

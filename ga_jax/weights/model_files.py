@@ -27,22 +27,31 @@ import jax
 import ml_collections
 import numpy as np
 
-__all__ = ["FORMAT", "export_run", "load_model", "read_model_file", "write_model_file"]
+__all__ = [
+    "FORMAT",
+    "export_run",
+    "flatten_params",
+    "load_model",
+    "read_model_file",
+    "unflatten_params",
+    "write_model_file",
+]
 
 FORMAT = "ga-jax-model/1"
 
 
-def _flatten(params: Any) -> dict[str, np.ndarray]:
+def flatten_params(params: Any) -> dict[str, np.ndarray]:
+    """A parameter tree as {'a/b/c': array} (a key that already holds '/' stays as is:
+    unflatten_params then nests it)."""
     flat = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-        if any("/" in n for n in names):
-            raise ValueError(f"parameter {names}: names may not contain '/'")
         flat["/".join(names)] = np.asarray(leaf)
     return flat
 
 
-def _unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+def unflatten_params(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'a/b/c': array} back to nested dicts."""
     tree: dict[str, Any] = {}
     for key, value in flat.items():
         node = tree
@@ -67,7 +76,7 @@ def write_model_file(
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype: expected float16 or float32, got {dtype!r}")
     flat = {}
-    for key, value in _flatten(params).items():
+    for key, value in flatten_params(params).items():
         if not np.all(np.isfinite(value)):
             raise ValueError(f"{key}: non-finite values; refusing to write {path}")
         if dtype == "float16" and value.size and np.abs(value).max() > np.finfo(np.float16).max:
@@ -101,7 +110,7 @@ def read_model_file(path: str | Path) -> tuple[ml_collections.ConfigDict, Any, d
             "(write model files with launch.export_model)"
         )
     config = ml_collections.ConfigDict(json.loads(metadata["config"]))
-    params = _unflatten(
+    params = unflatten_params(
         {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in flat.items()}
     )
     return config, params, json.loads(metadata["manifest"])
