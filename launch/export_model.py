@@ -13,7 +13,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from ga_jax.weights.model_files import export_run
+from ga_jax.train.runs import export_run
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "the training run's workdir")
 _OUT = flags.DEFINE_string("out", None, "the model file to write (.safetensors)")

@@ -44,7 +44,7 @@ from ga_jax.models.flow.stage import StageVelocity, init_stage_params
 from ga_jax.models.vae.vae import VAE, build_vae
 from ga_jax.pipeline.edit import EditableCloud, Region, densify, region_mask
 from ga_jax.rendering.surfels import Surfels
-from ga_jax.weights.model_files import load_model
+from ga_jax.train.runs import load_model
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,9 @@
 """A finished (or running) training run read back from its workdir: the config it saved
 with its latest checkpoint, and its parameters onto one device. What sampling, evaluation
-and a flow stage's in-loop decode of a VAE run need; nothing of the optimiser state."""
+and a flow stage's in-loop decode of a VAE run need; nothing of the optimiser state.
+
+`export_run` writes a run's parameters as a model file (ga_jax/weights/model_files.py) and
+`load_model` reads a model file or a run's directory, so that every consumer takes either."""
 
 from __future__ import annotations
 
@@ -13,9 +16,12 @@ import jax
 import ml_collections
 
 from ga_jax.train.checkpoint import restore_params
+from ga_jax.weights.model_files import read_model_file, write_model_file
 
 __all__ = [
     "abstract_params",
+    "export_run",
+    "load_model",
     "load_run",
     "load_vae_run",
     "read_run_config",
@@ -83,3 +89,28 @@ def load_vae_run(workdir: str | Path) -> tuple[Any, Any]:
 
     config, params, _ = load_run(workdir)
     return build_vae(config.model), params
+
+
+def export_run(
+    workdir: str | Path,
+    out: str | Path,
+    *,
+    dtype: str = "float16",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A training run's latest parameters (EMA when kept) as a model file; returns the
+    manifest."""
+    config, params, step = load_run(workdir)
+    field = "ema_params" if config.train.get("ema_decay", 0.0) > 0 else "params"
+    manifest = {"source": str(workdir), "step": int(step), "parameters": field, **(extra or {})}
+    return write_model_file(out, config, jax.device_get(params), dtype=dtype, manifest=manifest)
+
+
+def load_model(path: str | Path) -> tuple[ml_collections.ConfigDict, Any]:
+    """(config, parameters) of a model file or of a training run's directory."""
+    path = Path(path)
+    if path.is_dir():
+        config, params, _ = load_run(path)
+        return config, params
+    config, params, _ = read_model_file(path)
+    return config, jax.tree.map(jax.numpy.asarray, params)

@@ -13,8 +13,8 @@ metadata:
     python -m launch.export_model --workdir=outputs/flow_stage1_text \
         --out=models/stage1_text.safetensors
 
-`load_model(path)` reads a model file or, for a directory, a training run's latest
-checkpoint (ga_jax/train/runs.py), so that every consumer takes either.
+Writing a run's checkpoint as a model file and reading either kind back (`export_run`,
+`load_model`) live with the runs, in ga_jax/train/runs.py.
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ import numpy as np
 
 __all__ = [
     "FORMAT",
-    "export_run",
     "flatten_params",
-    "load_model",
     "read_model_file",
     "unflatten_params",
     "write_model_file",
@@ -114,32 +112,3 @@ def read_model_file(path: str | Path) -> tuple[ml_collections.ConfigDict, Any, d
         {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in flat.items()}
     )
     return config, params, json.loads(metadata["manifest"])
-
-
-def export_run(
-    workdir: str | Path,
-    out: str | Path,
-    *,
-    dtype: str = "float16",
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A training run's latest parameters (EMA when kept) as a model file; returns the
-    manifest."""
-    from ga_jax.train.runs import load_run  # noqa: PLC0415
-
-    config, params, step = load_run(workdir)
-    field = "ema_params" if config.train.get("ema_decay", 0.0) > 0 else "params"
-    manifest = {"source": str(workdir), "step": int(step), "parameters": field, **(extra or {})}
-    return write_model_file(out, config, jax.device_get(params), dtype=dtype, manifest=manifest)
-
-
-def load_model(path: str | Path) -> tuple[ml_collections.ConfigDict, Any]:
-    """(config, parameters) of a model file or of a training run's directory."""
-    path = Path(path)
-    if path.is_dir():
-        from ga_jax.train.runs import load_run  # noqa: PLC0415
-
-        config, params, _ = load_run(path)
-        return config, params
-    config, params, _ = read_model_file(path)
-    return config, jax.tree.map(jax.numpy.asarray, params)

@@ -217,7 +217,7 @@ def test_from_runs_restores_what_the_runs_saved(pipe, tmp_path):
     np.testing.assert_array_equal(a.xyz, b.xyz)
     np.testing.assert_array_equal(a.features, b.features)
     # The same runs exported as model files: exact in float32, close in float16.
-    from ga_jax.weights.model_files import export_run
+    from ga_jax.train.runs import export_run
 
     for dtype in ("float32", "float16"):
         files = [tmp_path / f"{w.name}_{dtype}.safetensors" for w in workdirs]
