@@ -24,6 +24,7 @@ __all__ = [
     "load_model",
     "load_run",
     "load_vae_run",
+    "params_field",
     "read_run_config",
     "single_device_abstract",
 ]
@@ -73,13 +74,19 @@ def abstract_params(config: Any) -> Any:
     raise ValueError(f"config.task: expected 'vae' or 'flow', got {task!r}")
 
 
+def params_field(config: Any) -> str:
+    """The checkpoint field a run's users read: 'ema_params' when the run kept an EMA of its
+    weights (train.ema_decay > 0), else 'params'."""
+    return "ema_params" if config.train.get("ema_decay", 0.0) > 0 else "params"
+
+
 def load_run(workdir: str | Path) -> tuple[ml_collections.ConfigDict, Any, int]:
-    """(config, parameters, step) of a run's latest checkpoint: the EMA parameters when the
-    run kept them (train.ema_decay > 0), else the trained ones."""
+    """(config, parameters of params_field, step) of a run's latest checkpoint."""
     config = read_run_config(workdir)
-    field = "ema_params" if config.train.get("ema_decay", 0.0) > 0 else "params"
     abstract = single_device_abstract(abstract_params(config))
-    params, step = restore_params(Path(workdir) / "checkpoints", abstract, field=field)
+    params, step = restore_params(
+        Path(workdir) / "checkpoints", abstract, field=params_field(config)
+    )
     return config, params, step
 
 
@@ -101,8 +108,12 @@ def export_run(
     """A training run's latest parameters (EMA when kept) as a model file; returns the
     manifest."""
     config, params, step = load_run(workdir)
-    field = "ema_params" if config.train.get("ema_decay", 0.0) > 0 else "params"
-    manifest = {"source": str(workdir), "step": int(step), "parameters": field, **(extra or {})}
+    manifest = {
+        "source": str(workdir),
+        "step": int(step),
+        "parameters": params_field(config),
+        **(extra or {}),
+    }
     return write_model_file(out, config, jax.device_get(params), dtype=dtype, manifest=manifest)
 
 

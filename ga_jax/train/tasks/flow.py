@@ -19,8 +19,8 @@ The host batch's captions / views are turned into the encoder's arrays in `devic
 Evaluation: each evaluation batch's conditions sampled with eval.sampler (Euler by default),
 scored against the batch's own data: Chamfer distance (stage 1, in the latent frame) or the
 features' mean squared error at the given xyz (stage 2); the loss on fixed draws as well.
-The first batch's first eval.grid_samples samples are drawn beside their targets on
-eval.grid_views orbit views (workdir/eval/step_*.png): stage 1 the clouds as discs coloured by
+The first batch's first eval.grid.samples samples are drawn beside their targets on
+eval.grid.views orbit views (workdir/eval/step_*.png): stage 1 the clouds as discs coloured by
 height, stage 2 the surfels decoded by the VAE run in eval.vae_workdir (frozen) from the
 generated and the true features at the same xyz (no grid without a VAE run).
 """
@@ -42,10 +42,12 @@ from ga_jax.metrics.pointcloud import chamfer_distance
 from ga_jax.models.conditioning.build import build_conditioner
 from ga_jax.models.flow.build import build_dit
 from ga_jax.models.flow.stage import StageVelocity, init_stage_params
+from ga_jax.models.vae.vae import VAE
 from ga_jax.rendering.cameras import orbit_cameras
 from ga_jax.rendering.render import render_surfels
 from ga_jax.rendering.scenes import point_surfels
 from ga_jax.rendering.surfels import Surfels
+from ga_jax.train.runs import load_vae_run
 from ga_jax.train.task import Task
 
 log = logging.getLogger(__name__)
@@ -123,8 +125,6 @@ class FlowTask(Task):
         self.vae = self._vae_params = None
         vae_workdir = config.eval.get("vae_workdir", "")
         if self.stage == 2 and vae_workdir and config.train.eval_every_steps > 0:
-            from ga_jax.train.runs import load_vae_run  # noqa: PLC0415 - reads a checkpoint
-
             self.vae, self._vae_params = load_vae_run(vae_workdir)
             if self.vae.encoder.latent_dim != self.model.in_dim:
                 raise ValueError(
@@ -252,8 +252,6 @@ class FlowTask(Task):
             pair = jnp.stack([generated, batch["xyz"][:count]], axis=1)  # [S, 2, P, 3]
             surfels = point_surfels(pair)
         else:
-            from ga_jax.models.vae.vae import VAE  # noqa: PLC0415
-
             h = jnp.stack([stage_scaling(2, self.flow).from_x(x[:count]), batch["h"][:count]], 1)
             xyz = jnp.broadcast_to(batch["xyz"][:count, None], h.shape[:3] + (3,))
             flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
