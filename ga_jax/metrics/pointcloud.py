@@ -139,19 +139,27 @@ def _check_matrix(where: str, name: str, x: jax.Array, shape: tuple) -> None:
 # Nearest distances of one pair of clouds
 
 
-def _pair_nearest(a: jax.Array, b: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
+def _pair_nearest(
+    a: jax.Array, b: jax.Array, chunk_size: int, expanded: bool = False
+) -> tuple[jax.Array, jax.Array]:
     """d_ab [N], d_ba [M] of one pair; a is cut into chunks of chunk_size points.
 
     The last chunk is padded with copies of a's first point: repeats change no minimum over a,
-    and their own rows are dropped.
+    and their own rows are dropped. expanded: squared distances as |a|^2 + |b|^2 - 2 a.b (one
+    matmul; see pairwise_chamfer).
     """
     n = a.shape[0]
     size = min(chunk_size, n)
     steps = math.ceil(n / size)
     padded = jnp.concatenate([a, jnp.broadcast_to(a[:1], (steps * size - n, 3))], axis=0)
+    b_norm = jnp.sum(jnp.square(b), axis=-1)
 
     def step(col_min, a_chunk):
-        d = jnp.sum(jnp.square(a_chunk[:, None, :] - b[None, :, :]), axis=-1)  # [size, M]
+        if expanded:
+            d = jnp.sum(jnp.square(a_chunk), axis=-1)[:, None] + b_norm[None, :]
+            d = jnp.maximum(d - 2.0 * (a_chunk @ b.T), 0.0)  # [size, M]
+        else:
+            d = jnp.sum(jnp.square(a_chunk[:, None, :] - b[None, :, :]), axis=-1)  # [size, M]
         return jnp.minimum(col_min, jnp.min(d, axis=0)), jnp.min(d, axis=1)
 
     init = jnp.full((b.shape[0],), jnp.inf, jnp.float32)
@@ -222,12 +230,14 @@ def f_score(
 # Banks of clouds
 
 
-@functools.partial(jax.jit, static_argnames=("variant", "chunk_size", "pair_batch"))
-def _pairwise(x, y, variant: str, chunk_size: int, pair_batch: int) -> jax.Array:
+@functools.partial(
+    jax.jit, static_argnames=("variant", "chunk_size", "pair_batch", "expanded")
+)
+def _pairwise(x, y, variant: str, chunk_size: int, pair_batch: int, expanded: bool) -> jax.Array:
     x, y = x.astype(jnp.float32), y.astype(jnp.float32)
 
     def pair(yj, xi):
-        return _chamfer_from_nearest(*_pair_nearest(xi, yj, chunk_size), variant)
+        return _chamfer_from_nearest(*_pair_nearest(xi, yj, chunk_size, expanded), variant)
 
     def row(xi):
         batch = pair_batch if pair_batch > 1 else None
@@ -243,6 +253,7 @@ def pairwise_chamfer(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     pair_batch: int = 1,
+    expanded: bool = False,
 ) -> jax.Array:
     """Chamfer distances [A, B] between every cloud of x [A, N, 3] and every cloud of
     y [B, M, 3]; entry [i, j] is chamfer_distance(x[i], y[j], variant).
@@ -250,6 +261,12 @@ def pairwise_chamfer(
     Pairs run one after another, pair_batch at a time (vmapped), each chunked over x's points:
     memory about pair_batch * chunk_size * M * 12 bytes, whatever A and B. On an accelerator
     raise pair_batch (e.g. 8-64) to fill it; the values do not change.
+
+    expanded=True takes squared distances as |a|^2 + |b|^2 - 2 a.b, one matmul per chunk
+    (several times faster on the CPU, benchmarks/judges.py). It cancels for near points: each
+    squared distance is off by up to ~1e-7 x the clouds' squared radius, so identical clouds
+    give small positive values, not 0. Use it to rank clouds (the shape judge), not to report
+    distances near zero.
     """
     where = "pairwise_chamfer"
     _check_variant(where, variant)
@@ -257,7 +274,7 @@ def pairwise_chamfer(
     _check_cloud(where, "y", y, "[B, M, 3]", ndim=3)
     _check_positive_int(where, "chunk_size", chunk_size)
     _check_positive_int(where, "pair_batch", pair_batch)
-    return _pairwise(x, y, variant, chunk_size, pair_batch)
+    return _pairwise(x, y, variant, chunk_size, pair_batch, expanded)
 
 
 def nearest_class(

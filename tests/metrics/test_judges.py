@@ -45,7 +45,8 @@ def test_shape_judge_finds_a_rotated_bank_cloud_at_zero_distance():
     judge = ShapeJudge.from_clouds(clouds, points=32, per_class=2, rotations=24)
     turned = judge.bank[3] @ rotations_about_z(24)[5]  # rotated by -75 deg: 24 - 5 undoes it
     names, distance = judge.judge(turned[None])
-    assert names == ["y"] and distance[0] < 1e-6
+    # Near zero, not 0: the judge's expanded distance form cancels for coincident points.
+    assert names == ["y"] and distance[0] < 1e-3
 
 
 def test_rotation_min_chamfer_matches_brute_force():

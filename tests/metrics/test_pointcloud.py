@@ -169,6 +169,19 @@ def test_pairwise_matches_brute_force_and_pair_batch_does_not_matter():
     np.testing.assert_allclose(batched, got, rtol=1e-6)
 
 
+def test_pairwise_expanded_form_is_close_to_the_exact_one():
+    # |a|^2 + |b|^2 - 2 a.b cancels for near points: close, not exact; identical clouds give
+    # small positive values where the exact form gives 0.
+    rng = np.random.default_rng(7)
+    x, y = make_bank(rng, 4, 96), make_bank(rng, 3, 80)
+    y[0] = x[2, :80]
+    expected = [[chamfer_numpy(a, b, "l2_mean") for b in y] for a in x]
+    got = pairwise_chamfer(jnp.asarray(x), jnp.asarray(y), "l2_mean", expanded=True)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+    same = pairwise_chamfer(jnp.asarray(y[:1]), jnp.asarray(y[:1]), "l2_mean", expanded=True)
+    assert 0.0 <= float(same[0, 0]) < 1e-3
+
+
 def test_nearest_class_recovers_the_labels_of_noisy_copies():
     rng = np.random.default_rng(6)
     bank = make_bank(rng, 12, 128)
