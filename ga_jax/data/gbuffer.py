@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ga_jax.data.npy import load_arrays
+
 __all__ = [
     "CHUNK_FILES",
     "GBufferChunk",
@@ -158,13 +160,11 @@ def _tiles(array: np.ndarray, num_views: int, size: int, views: np.ndarray) -> n
 
 def _load_depth(path: Path) -> np.ndarray:
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
-            if "depth" not in keys:
-                raise GBufferError(
-                    f"{path}: expected an array under key 'depth', found keys {keys}"
-                )
-            depth = archive["depth"]
+        arrays = load_arrays(path)
+        if not isinstance(arrays, dict) or "depth" not in arrays:
+            keys = list(arrays) if isinstance(arrays, dict) else "none (a .npy array)"
+            raise GBufferError(f"{path}: expected an array under key 'depth', found keys {keys}")
+        depth = arrays["depth"]
     except GBufferError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
@@ -177,11 +177,14 @@ def _load_depth(path: Path) -> np.ndarray:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        array = load_arrays(path)
     except (OSError, ValueError, EOFError) as e:
         raise GBufferError(
             f"{path}: cannot read the .npy array (expected float [V, 25]): {type(e).__name__}: {e}"
         ) from e
+    if not isinstance(array, np.ndarray):
+        raise GBufferError(f"{path}: expected a .npy array (float [V, 25]), found a .npz archive")
+    return array
 
 
 def _read_text(path: Path) -> str:

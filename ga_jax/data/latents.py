@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from ga_jax.data.npy import load_arrays
+
 __all__ = [
     "FORMAT",
     "VERSION",
@@ -227,8 +229,7 @@ class LatentDataset:
         entry = self.objects[i]
         path = self.root / entry["file"]
         try:
-            with np.load(path) as data:
-                arrays = {name: data[name] for name in data.files}
+            arrays = load_arrays(path)
         except FileNotFoundError as e:
             raise LatentFormatError(f"{path}: missing (listed in index.json)") from e
         except (OSError, ValueError) as e:

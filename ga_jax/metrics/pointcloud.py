@@ -230,9 +230,7 @@ def f_score(
 # Banks of clouds
 
 
-@functools.partial(
-    jax.jit, static_argnames=("variant", "chunk_size", "pair_batch", "expanded")
-)
+@functools.partial(jax.jit, static_argnames=("variant", "chunk_size", "pair_batch", "expanded"))
 def _pairwise(x, y, variant: str, chunk_size: int, pair_batch: int, expanded: bool) -> jax.Array:
     x, y = x.astype(jnp.float32), y.astype(jnp.float32)
 

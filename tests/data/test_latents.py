@@ -105,3 +105,23 @@ def test_stats_are_the_per_channel_moments_and_pool_exactly(tmp_path):
         np.testing.assert_allclose(datasets[0].stats[field]["std"], first.std(0), rtol=1e-5)
     with pytest.raises(ValueError, match="expected a field"):
         pooled_stats(datasets, "logvar")
+
+
+def test_load_arrays_reads_npy_and_npz_from_many_threads(tmp_path):
+    # The readers' one loading path (ga_jax/data/npy.py): whole files, identical from every
+    # thread (grain's prefetch threads read side by side).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ga_jax.data.npy import load_arrays
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 5)).astype(np.float32), np.arange(6)
+    np.save(tmp_path / "a.npy", a)
+    np.savez(tmp_path / "ab.npz", a=a, b=b)
+    np.testing.assert_array_equal(load_arrays(tmp_path / "a.npy"), a)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: load_arrays(tmp_path / "ab.npz"), range(200)))
+    for r in results:
+        assert sorted(r) == ["a", "b"]
+        np.testing.assert_array_equal(r["a"], a)
+        np.testing.assert_array_equal(r["b"], b)

@@ -245,8 +245,9 @@ def tiny_heldout(tmp_path_factory, tiny_pipe):
             chunk = read_chunk(root / "gb" / obj.instance_id / "1")
             xyz = sample_surface(obj, p, rng)[None].astype(np.float32)
             h = rng.normal(size=(1, p, c)).astype(np.float32)
+            views = (chunk.rgb[:2] * 255).round().astype(np.uint8)
             writer.add(obj.instance_id, obj.caption, xyz=xyz, sample=h, mean=h,
-                       logvar=np.zeros_like(h), cond_images=(chunk.rgb[:2] * 255).round().astype(np.uint8),
+                       logvar=np.zeros_like(h), cond_images=views,
                        cond_cameras=chunk.cameras[:2])  # fmt: skip
     return LatentDataset(root / "latents"), root / "gb"
 
