@@ -211,7 +211,10 @@ def test_nfe_sweep_rows_carry_each_setting_and_restore_the_pipeline(tiny_pipe, m
         "NFE_SAMPLERS",
         (("euler2", {"name": "euler", "steps": 2}), ("heun2", {"name": "heun", "steps": 2})),
     )
+    # One guidance option (the one that differs from the pipeline's own): half the run time.
+    monkeypatch.setattr(generation, "NFE_GUIDANCE", generation.NFE_GUIDANCE[1:])
     saved = tiny_pipe.guidance_interval, tiny_pipe.guidance_rescale
+    assert saved != generation.NFE_GUIDANCE[0][1:]
     prompts = single_part_prompts()[:1]
     rows = generation.nfe_sweep(
         tiny_pipe, _random_judges(tiny_pipe.num_points, np.random.default_rng(1)), prompts, 1
