@@ -20,9 +20,11 @@ from ga_jax.evaluation.generation import TASKS, build_judges, run_generation_eva
 from ga_jax.pipeline.generate import Pipeline
 
 _TASK = flags.DEFINE_enum("task", None, TASKS, "what to measure")
-_VAE = flags.DEFINE_string("vae", None, "the VAE's training workdir")
-_STAGE1 = flags.DEFINE_string("stage1", None, "stage 1's training workdir")
-_STAGE2 = flags.DEFINE_string("stage2", None, "stage 2's training workdir")
+_VAE = flags.DEFINE_string(
+    "vae", None, "the VAE: a run directory or a model file (launch.export_model)"
+)
+_STAGE1 = flags.DEFINE_string("stage1", None, "stage 1: a run directory or a model file")
+_STAGE2 = flags.DEFINE_string("stage2", None, "stage 2: a run directory or a model file")
 _HELDOUT = flags.DEFINE_string("heldout", None, "the held-out latent dataset")
 _HELDOUT_FPS = flags.DEFINE_string("heldout_fps_root", None, "the held-out objects' FPS root")
 _HELDOUT_SEED = flags.DEFINE_integer("heldout_seed", 1, "the held-out objects' dataset seed")
@@ -33,8 +35,9 @@ _SEEDS = flags.DEFINE_integer("seeds", 4, "seeds per seen prompt (text)")
 _HELDOUT_SEEDS = flags.DEFINE_integer("heldout_seeds", 8, "seeds per held-out prompt (text)")
 _BACKEND = flags.DEFINE_string("backend", "native", "renderer for the judge views")
 _OUT = flags.DEFINE_string("out", None, "output directory")
-flags.mark_flags_as_required(["task", "vae", "stage1", "stage2", "heldout", "train_fps_root",
-                              "out"])
+flags.mark_flags_as_required(
+    ["task", "vae", "stage1", "stage2", "heldout", "train_fps_root", "out"]
+)
 
 
 def main(argv):
