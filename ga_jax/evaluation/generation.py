@@ -505,7 +505,8 @@ def edit_parts(
     prompt colours is edited: the points above its split height (judges.split_height of the
     stage-1 cloud) are translated by `offset` (pipeline.edit ops: a box region, translate),
     stage 2 rerun with the same noise rows, decoded, and both parts judged again with the same
-    split. Rows of unmatched samples carry matched=False and no edit."""
+    split. A part whose decoded surfels no longer cover a pixel gets change None and the
+    sample counts as not kept. Rows of unmatched samples carry matched=False and no edit."""
     from ga_jax.pipeline.edit import Box, translate  # noqa: PLC0415
 
     rows = []
@@ -526,12 +527,16 @@ def edit_parts(
                 after = _part_colours(judges, edited.surfels, height, backend)
                 row["moved_points"] = int(top.contains(sample.cloud.xyz).sum())
                 for k in ("top", "bottom"):
+                    row[f"after_{k}_colour"] = after[f"{k}_colour"]
+                    if after[f"{k}_mean_colour"] is None:  # the part no longer covers a pixel
+                        row[f"{k}_change"] = None
+                        continue
                     change = np.abs(
                         np.asarray(after[f"{k}_mean_colour"]) - before[f"{k}_mean_colour"]
                     )
                     row[f"{k}_change"] = float(change.max())
-                    row[f"after_{k}_colour"] = after[f"{k}_colour"]
-                row["kept"] = max(row["top_change"], row["bottom_change"]) <= EDIT_TOLERANCE
+                changes = (row["top_change"], row["bottom_change"])
+                row["kept"] = None not in changes and max(changes) <= EDIT_TOLERANCE
             rows.append(row)
         if progress:
             log.info("editing: %d/%d prompts", n + 1, len(prompts))
