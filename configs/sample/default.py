@@ -15,7 +15,8 @@ Fields:
                           outside the [-0.45, 0.45]^3 box); points may come with a prompt or
                           image for stage 2
     seed, num_samples     sample s of seed k uses noise rows from (k, s, point)
-    sampler               ga_jax.flow.samplers.SamplerSettings fields (euler | heun | dopri5)
+    sampler               ga_jax.flow.samplers.SamplerSettings fields (euler | heun | dopri5);
+                          the default, Heun 12 steps, is the Pipeline's (ga_jax/flow/samplers.py)
     guidance              guidance scale of both stages (None: each stage's training default)
     outdir                one sample directory per sample: <outdir>/<name>_s<seed>_<index>/
     render                the renders.png grid: views, size (px), backend
@@ -39,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = 0
     c.num_samples = 1
     c.sampler = ml_collections.ConfigDict(
-        dict(name="euler", steps=25, shift=1.0, rtol=1e-3, atol=1e-6, max_steps=1024, dt0=0.01)
+        dict(name="heun", steps=12, shift=1.0, rtol=1e-3, atol=1e-6, max_steps=1024, dt0=0.01)
     )
     c.guidance = config_dict.placeholder(float)
     c.outdir = "outputs/samples"

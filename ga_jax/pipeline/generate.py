@@ -2,7 +2,7 @@
 (DESIGN.md sections 0 and 6), and the reruns that editing needs.
 
     pipe = Pipeline.from_runs(vae_workdir, stage1_workdir, stage2_workdir)
-    out = pipe.run(prompt="a red cube", seed=0, num_samples=4, steps=25, guidance=4.0)
+    out = pipe.run(prompt="a red cube", seed=0, num_samples=4, steps=12, guidance=4.0)
     out.xyz, out.features, out.surfels          # [S, P, 3], [S, P, C], Surfels [S, ...]
     edited = pipe.edit(out.sample(0), cloud)    # stage 2 again with the stored noise
 
