@@ -4,8 +4,8 @@ numpy parses every array's header with ast.literal_eval, and CPython 3.11 can fa
 parse when threads run it at the same time ("SystemError: AST constructor recursion depth
 mismatch", python/cpython gh-106905). Grain's prefetch threads do exactly that, and a flow
 training run died of it. Every reader of the data layer loads through `load_arrays`, which
-parses under one lock; a header is a few hundred bytes, so the lock costs nothing beside a
-train step.
+reads a whole file under one lock (numpy offers no header-only parse to lock alone): reads of
+one process are serialised, which costs little beside a train step for these small records.
 """
 
 from __future__ import annotations

@@ -152,11 +152,10 @@ def _pair_nearest(
     size = min(chunk_size, n)
     steps = math.ceil(n / size)
     padded = jnp.concatenate([a, jnp.broadcast_to(a[:1], (steps * size - n, 3))], axis=0)
-    b_norm = jnp.sum(jnp.square(b), axis=-1)
 
     def step(col_min, a_chunk):
         if expanded:
-            d = jnp.sum(jnp.square(a_chunk), axis=-1)[:, None] + b_norm[None, :]
+            d = jnp.sum(jnp.square(a_chunk), axis=-1)[:, None] + jnp.sum(jnp.square(b), -1)
             d = jnp.maximum(d - 2.0 * (a_chunk @ b.T), 0.0)  # [size, M]
         else:
             d = jnp.sum(jnp.square(a_chunk[:, None, :] - b[None, :, :]), axis=-1)  # [size, M]
