@@ -21,12 +21,13 @@ training objects of that colour. For a two-part object, each part is rendered al
 part's surfels removed, or the other primitive left out of the ground-truth scene) and judged
 the same way; samples are split into parts by split_height (below).
 
-Part split rule (split_height): the synthetic compositions put a narrower part (at most 0.85
-times the width) on a flat-topped one, so the object's horizontal extent drops where the parts
-meet. Each candidate height whose 2 cm slab below holds one of the object's widest points (90%
-of the largest distance from the vertical axis) is scored by the widest point in that slab
-minus the widest point anywhere above it; the split is the best-scoring height. Points above
-the split are the top part.
+Part split rule (split_height): the synthetic compositions put a narrower part (its
+footprint inside the bottom's flat top face, anywhere on it) on a flat-topped one, so the
+object's horizontal extent about the bottom part's vertical axis (through the median x, y of
+the lowest quarter of the points) drops where the parts meet. Each candidate height whose
+2 cm slab below holds one of the object's widest points (90% of the largest distance from that
+axis) is scored by the widest point in that slab minus the widest point anywhere above it;
+the split is the best-scoring height. Points above the split are the top part.
 """
 
 from __future__ import annotations
@@ -218,16 +219,19 @@ class ColourJudge:
 
 def split_height(xyz: np.ndarray, window: float = 0.02, widest: float = 0.9) -> float:
     """The height between a two-part object's parts from its points xyz [N, 3] (module
-    docstring). With r the horizontal distance from the cloud's vertical axis (through the
-    median x, y), each candidate height t (midway between consecutive distinct point heights)
-    whose slab [t - window, t) holds a point at least `widest` times the largest r scores the
-    slab's max r minus the max r of all points above t; the split is the best-scoring t (the
-    lowest on ties)."""
+    docstring). With r the horizontal distance from the bottom part's vertical axis
+    (through the median x, y of the lowest quarter of the points), each candidate height t
+    (midway between consecutive distinct point heights) whose slab [t - window, t) holds a
+    point at least `widest` times the largest r scores the slab's max r minus the max r of
+    all points above t; the split is the best-scoring t (the lowest on ties)."""
     xyz = np.asarray(xyz, np.float64)
     if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) < 2 or not np.isfinite(xyz).all():
         raise ValueError(f"split_height: expected >= 2 finite points [N, 3], got {xyz.shape}")
-    radius = np.linalg.norm(xyz[:, :2] - np.median(xyz[:, :2], axis=0), axis=1)
     z = xyz[:, 2]
+    # The bottom part's vertical axis: the median x, y of the lowest quarter of the points
+    # (the bottom part's base; the top part may sit off its centre).
+    lowest = xyz[np.argsort(z)[: max(1, len(z) // 4)], :2]
+    radius = np.linalg.norm(xyz[:, :2] - np.median(lowest, axis=0), axis=1)
     levels = np.unique(z)
     if len(levels) < 2:
         raise ValueError("split_height: the points all lie at one height")

@@ -434,6 +434,31 @@ def test_objects_captions_and_bounds():
     assert synthetic.make_object(3, 7).caption == synthetic.make_object(3, 7).caption
 
 
+def _footprint_radius(part, bottom: bool) -> float:
+    """Radius of the circle a part covers seen from above (bottom: the face's inscribed one)."""
+    d = part.dims
+    if part.kind == "box":
+        return min(d[0], d[1]) if bottom else max(d[0], d[1])
+    return d[0] + d[1] if part.kind == "torus" else d[0]
+
+
+def test_composition_tops_rest_off_centre_on_the_bottom_face():
+    offsets = []
+    for index in range(400):
+        obj = synthetic.make_object(0, index)
+        if obj.class_name != "composition":
+            continue
+        bottom, top = obj.parts
+        offset = np.linalg.norm((top.centre - bottom.centre)[:2])
+        # The top's footprint stays inside the bottom's top face, and it sits above it.
+        assert offset + _footprint_radius(top, False) <= _footprint_radius(bottom, True) + 1e-9
+        assert top.centre[2] > bottom.centre[2]
+        offsets.append(offset)
+    assert len(offsets) > 60
+    # Off centre for most objects (the models must see tops moved sideways, as edits do).
+    assert np.median(offsets) > 0.01 and max(offsets) > 0.04
+
+
 def test_normal_encoding_inverts_the_reader():
     n = np.random.default_rng(1).normal(size=(1000, 3))
     n /= np.linalg.norm(n, axis=-1, keepdims=True)

@@ -6,8 +6,9 @@ Objects and captions (all inside [-0.45, 0.45]^3, centred on their bounding box)
       for half of the objects, a random tilt of the shape's axis up to 90 deg.
   composition (25%): "a {colour} {top} on a {colour} {bottom}" (two different colours),
       bottom in {cube, box, cylinder} (a flat top), top in {sphere, cube, cylinder, cone,
-      torus}, both upright, the top part sunk slightly into the bottom one so that the
-      contact faces are strictly inside the union (no coplanar faces).
+      torus}, both upright, the top part anywhere on the bottom's top face (not only
+      centred) and sunk slightly into it so that the contact faces are strictly inside the
+      union (no coplanar faces).
   "a" becomes "an" before a vowel ("an orange cone").
   Object i's content depends only on (seed, i) (numpy SeedSequence([seed, i])).
 
@@ -204,6 +205,13 @@ def make_object(seed: int, index: int) -> SyntheticObject:
             Part(kt, np.array([0, 0, hb + ht - sink]), rot_t, dt, c_top, _albedo(rng, c_top)),
         ]
         target = rng.uniform(0.3, 0.42)
+        # The top part rests anywhere on the bottom's top face (its footprint circle inside
+        # the face's inscribed circle), not only at its centre, so that an edit moving it
+        # sideways stays within what the models were trained on.
+        reach = 0.9 * max(width_b - s * width_t, 0.0) * np.sqrt(rng.uniform())
+        angle = rng.uniform(0, 2 * np.pi)
+        offset = reach * np.array([np.cos(angle), np.sin(angle), 0.0])
+        parts[1] = dataclasses.replace(parts[1], centre=parts[1].centre + offset)
         class_name = "composition"
         caption = f"{article(c_top)} {c_top} {top} on {article(c_bottom)} {c_bottom} {bottom}"
     else:
