@@ -1,6 +1,7 @@
 """The generation Pipeline: condition -> stage 1 (points) -> stage 2 (features) -> decode
 (DESIGN.md sections 0 and 6), and the reruns that editing needs.
 
+    pipe = Pipeline.from_pretrained()          # the shipped synthetic-set text models
     pipe = Pipeline.from_runs(vae_workdir, stage1_workdir, stage2_workdir)
     out = pipe.run(prompt="a red cube", seed=0, num_samples=4, steps=12, guidance=4.0)
     out.xyz, out.features, out.surfels          # [S, P, 3], [S, P, C], Surfels [S, ...]
@@ -45,11 +46,16 @@ from ga_jax.models.vae.vae import VAE, build_vae
 from ga_jax.pipeline.edit import EditableCloud, Region, densify, region_mask
 from ga_jax.rendering.surfels import Surfels
 from ga_jax.train.runs import load_model
+from ga_jax.weights.model_files import models_directory_files
 
 log = logging.getLogger(__name__)
 
 # The latent frame: objects live in [-BOX, BOX]^3 (DESIGN.md section 1).
 BOX = 0.45
+
+# The embedded default: the small models trained on the synthetic set (docs/results.md),
+# shipped inside the package.
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "pretrained" / "synthetic"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +215,19 @@ class Pipeline:
             )
         vae_model = build_vae(vae_config.model)
         return cls(vae_model, vae_params, *stages, config.condition, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path | None = None, condition: str = "text", **kwargs
+    ) -> Pipeline:
+        """The VAE and the two `condition` stages ("text" or "image") of a models directory
+        (ga_jax/weights/model_files.py: model files and a manifest.json); by default the
+        small synthetic-set models the package ships (DEFAULT_MODELS)."""
+        if condition not in ("text", "image"):
+            raise ValueError(f"condition: expected 'text' or 'image', got {condition!r}")
+        directory = DEFAULT_MODELS if directory is None else Path(directory)
+        names = ["vae", f"stage1_{condition}", f"stage2_{condition}"]
+        return cls.from_runs(*models_directory_files(directory, names), **kwargs)
 
     # -- the parts ---------------------------------------------------------------------------
 

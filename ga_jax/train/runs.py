@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from ga_jax.train.checkpoint import restore_params
 from ga_jax.weights.model_files import read_model_file, write_model_file
@@ -27,6 +28,7 @@ __all__ = [
     "params_field",
     "read_run_config",
     "single_device_abstract",
+    "training_minutes",
 ]
 
 
@@ -112,9 +114,29 @@ def export_run(
         "source": str(workdir),
         "step": int(step),
         "parameters": params_field(config),
+        "training_minutes": training_minutes(workdir),
         **(extra or {}),
     }
     return write_model_file(out, config, jax.device_get(params), dtype=dtype, manifest=manifest)
+
+
+def training_minutes(workdir: str | Path, gap_minutes: float = 30.0) -> float | None:
+    """Wall minutes a run spent training, from the times of its metrics.jsonl rows: the sum
+    of the gaps between consecutive rows, leaving out gaps over `gap_minutes` (the run was
+    stopped and resumed). None when the run logged fewer than two rows."""
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    times = []
+    for line in path.read_text().splitlines():
+        try:
+            times.append(float(json.loads(line)["time"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # a partial last line of a killed run
+    gaps = np.diff(np.sort(np.asarray(times)))
+    if len(gaps) == 0:
+        return None
+    return float(gaps[gaps <= gap_minutes * 60].sum() / 60)
 
 
 def load_model(path: str | Path) -> tuple[ml_collections.ConfigDict, Any]:

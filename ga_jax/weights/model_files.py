@@ -15,10 +15,21 @@ metadata:
 
 Writing a run's checkpoint as a model file and reading either kind back (`export_run`,
 `load_model`) live with the runs, in ga_jax/train/runs.py.
+
+A models directory (what `Pipeline.from_pretrained` reads; the embedded default is one) holds
+model files named <name>.safetensors and a manifest.json:
+
+    {"format": "ga-jax-models/1",
+     "models": {"vae": {"file": "vae.safetensors", "bytes": ..., "sha256": ..., "step": ...,
+                        ... (what the exporter recorded: config, data, training time, metrics)},
+                "stage1_text": {...}, "stage2_text": {...}, ...}}
+
+Names: "vae" and "stage<1|2>_<condition>" (condition "text" or "image").
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -29,6 +40,9 @@ import numpy as np
 
 __all__ = [
     "FORMAT",
+    "MODELS_FORMAT",
+    "add_to_models_directory",
+    "models_directory_files",
     "flatten_params",
     "read_model_file",
     "unflatten_params",
@@ -36,6 +50,8 @@ __all__ = [
 ]
 
 FORMAT = "ga-jax-model/1"
+MODELS_FORMAT = "ga-jax-models/1"
+MANIFEST = "manifest.json"
 
 
 def flatten_params(params: Any) -> dict[str, np.ndarray]:
@@ -112,3 +128,68 @@ def read_model_file(path: str | Path) -> tuple[ml_collections.ConfigDict, Any, d
         {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in flat.items()}
     )
     return config, params, json.loads(metadata["manifest"])
+
+
+def _read_models_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: missing (a models directory holds model files and a {MANIFEST}; write "
+            "one with launch.export_model --models_dir)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != MODELS_FORMAT:
+        raise ValueError(f"{path}: expected format {MODELS_FORMAT!r}")
+    if not isinstance(manifest.get("models"), dict):
+        raise ValueError(f"{path}: expected a 'models' object")
+    return manifest
+
+
+def models_directory_files(directory: str | Path, names: list[str]) -> list[Path]:
+    """The model files of `names` in a models directory (module docstring), checked against
+    the manifest's sizes; errors name the directory, the missing name and what it holds."""
+    directory = Path(directory)
+    models = _read_models_manifest(directory)["models"]
+    files = []
+    for name in names:
+        if name not in models:
+            raise FileNotFoundError(
+                f"{directory / MANIFEST}: no model {name!r} (it lists {sorted(models)})"
+            )
+        path = directory / models[name]["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: listed for {name!r} in the manifest but missing")
+        if path.stat().st_size != models[name].get("bytes", path.stat().st_size):
+            raise ValueError(
+                f"{path}: {path.stat().st_size} bytes, the manifest says "
+                f"{models[name]['bytes']} (a Git LFS pointer or a partial copy?)"
+            )
+        files.append(path)
+    return files
+
+
+def add_to_models_directory(
+    directory: str | Path, name: str, model_file: str | Path, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """Record `model_file` (already in `directory`) under `name` in the directory's manifest
+    (created when missing), with its size, SHA-256 and `fields`; returns the entry."""
+    directory, model_file = Path(directory), Path(model_file)
+    if model_file.parent.resolve() != directory.resolve():
+        raise ValueError(f"{model_file}: expected a file inside {directory}")
+    if (directory / MANIFEST).is_file():
+        manifest = _read_models_manifest(directory)
+    else:
+        manifest = {"format": MODELS_FORMAT, "models": {}}
+    data = model_file.read_bytes()
+    entry = {
+        "file": model_file.name,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        **fields,
+    }
+    manifest["models"][name] = entry
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return entry

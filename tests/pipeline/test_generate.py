@@ -236,6 +236,49 @@ def test_from_runs_restores_what_the_runs_saved(pipe, tmp_path):
         Pipeline.from_runs(workdirs[0], workdirs[2], workdirs[2])
 
 
+def test_from_pretrained_reads_a_models_directory(pipe, tmp_path):
+    """Model files added to a models directory (as launch.export_model --models_dir does)
+    load by name; a missing manifest, name or file, or a truncated file, is named."""
+    import json
+
+    from ga_jax.train.checkpoint import Checkpointer
+    from ga_jax.train.runs import export_run
+    from ga_jax.weights.model_files import add_to_models_directory
+
+    models = tmp_path / "models"
+    with pytest.raises(FileNotFoundError, match="manifest.json: missing"):
+        Pipeline.from_pretrained(models)
+    specs = {
+        "vae": ("configs/vae/tiny.py", pipe.vae_params),
+        "stage1_text": ("configs/flow/tiny.py:1", pipe.stages[1].params),
+        "stage2_text": ("configs/flow/tiny.py:2", pipe.stages[2].params),
+    }
+    for name, (spec, params) in specs.items():
+        ckpt = Checkpointer(tmp_path / name / "checkpoints")
+        ckpt.save(5, {"step": 5, "params": params}, config=load_config(spec))
+        ckpt.close()
+        out = models / f"{name}.safetensors"
+        manifest = export_run(tmp_path / name, out, dtype="float32")
+        entry = add_to_models_directory(models, name, out, {**manifest, "config": spec})
+        assert entry["step"] == 5 and entry["bytes"] == out.stat().st_size
+    listed = json.loads((models / "manifest.json").read_text())["models"]
+    assert sorted(listed) == ["stage1_text", "stage2_text", "vae"]
+    a = pipe.run(seed=4)
+    b = Pipeline.from_pretrained(models, sampler=EULER_4).run(seed=4)
+    np.testing.assert_array_equal(a.xyz, b.xyz)
+    np.testing.assert_array_equal(a.features, b.features)
+    with pytest.raises(FileNotFoundError, match="no model 'stage1_image'"):
+        Pipeline.from_pretrained(models, condition="image")
+    with pytest.raises(ValueError, match="condition: expected"):
+        Pipeline.from_pretrained(models, condition="audio")
+    (models / "vae.safetensors").write_bytes(b"version https://git-lfs")
+    with pytest.raises(ValueError, match="the manifest says"):
+        Pipeline.from_pretrained(models)
+    (models / "vae.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="listed for 'vae' in the manifest but missing"):
+        Pipeline.from_pretrained(models)
+
+
 def test_a_frozen_condition_is_encoded_once_per_prompt(pipe, monkeypatch):
     calls = []
     prepare = pipe.conditioner.prepare
