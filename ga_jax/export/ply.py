@@ -32,6 +32,8 @@ costs a few float32 ulps of o and s (tests/export/test_ply.py measures the bound
 
 read_surfel_ply applies the 2DGS activations (sigmoid, exp, normalise, SH2RGB) and returns
 Surfels; surfel_ply_fields gives the stored columns themselves (for exact round trips).
+checked_surfel_arrays, rgb_to_sh_dc, opacity_to_logit and scale_to_log are shared with the
+other splat layouts (ga_jax/export/splat3dgs.py).
 """
 
 from __future__ import annotations
@@ -47,10 +49,12 @@ from ga_jax.rendering.surfels import Surfels, check_surfels, quaternion_to_rotat
 __all__ = [
     "SH_C0",
     "SURFEL_PLY_PROPERTIES",
+    "checked_surfel_arrays",
     "logit_to_opacity",
     "opacity_to_logit",
     "read_surfel_ply",
     "rgb_to_sh_dc",
+    "scale_to_log",
     "sh_dc_to_rgb",
     "surfel_ply_fields",
     "write_surfel_ply",
@@ -96,8 +100,16 @@ def logit_to_opacity(logit: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _numpy_surfels(surfels: Surfels, where: str) -> dict[str, np.ndarray]:
-    """The surfel arrays as numpy, after the checks that name the field."""
+def scale_to_log(scales: np.ndarray) -> np.ndarray:
+    """log(s) (float64) of standard deviations s >= 0, s clamped to >= 2^-126 first."""
+    return np.log(np.maximum(np.asarray(scales, np.float64), _TINY))
+
+
+def checked_surfel_arrays(surfels: Surfels, where: str) -> dict[str, np.ndarray]:
+    """One object's surfel arrays as float64 numpy {means, quaternions, scales, opacities,
+    colors}, after the checks every surfel writer shares: shapes ([N, 3], [N, 4], [N, 2],
+    [N], [N, 3]), finite values, opacities in [0, 1], scales >= 0, non-zero quaternions.
+    Raises ValueError whose message starts with `where` (the file) and names the field."""
     if np.ndim(surfels.means) != 2:
         raise ValueError(
             f"{where}: surfels.means: expected shape [N, 3] (one object; index a batch "
@@ -142,7 +154,7 @@ def surfel_ply_fields(surfels: Surfels) -> dict[str, np.ndarray]:
 
 
 def _fields(surfels: Surfels, where: str) -> dict[str, np.ndarray]:
-    a = _numpy_surfels(surfels, where)
+    a = checked_surfel_arrays(surfels, where)
     quat = a["quaternions"] / np.linalg.norm(a["quaternions"], axis=-1, keepdims=True)
     normal = np.asarray(quaternion_to_rotation(quat.astype(np.float32)))[:, :, 2]
     columns = np.concatenate(
@@ -151,7 +163,7 @@ def _fields(surfels: Surfels, where: str) -> dict[str, np.ndarray]:
             normal,
             rgb_to_sh_dc(a["colors"]),
             opacity_to_logit(a["opacities"])[:, None],
-            np.log(np.maximum(a["scales"], _TINY)),
+            scale_to_log(a["scales"]),
             quat,
         ],
         axis=1,

@@ -21,41 +21,20 @@ import json
 import os
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 from ga_jax.data.ply import write_ply_points
+from ga_jax.export.media import render_grid
 from ga_jax.export.ply import read_surfel_ply, write_surfel_ply
 from ga_jax.pipeline.edit import EditableCloud
 from ga_jax.pipeline.generate import Sample
-from ga_jax.rendering.cameras import orbit_cameras
-from ga_jax.rendering.render import render_surfels
-from ga_jax.rendering.surfels import Surfels
 
 FILES = ("points.ply", "surfels.ply", "renders.png", "latent.npz")
 
 
 class SampleFileError(ValueError):
     """A sample directory's file is missing or does not match the documented format."""
-
-
-def render_grid(
-    surfels: Surfels, views: int = 4, size: int = 256, backend: str = "xla"
-) -> np.ndarray:
-    """uint8 [2 * size, views * size, 3]: RGB over white, then world normals mapped to
-    [0, 1] (n * 0.5 + 0.5, white where nothing was drawn)."""
-    cameras = orbit_cameras(views, size, size)
-    out = render_surfels(jax.tree.map(jnp.asarray, surfels), cameras, jnp.ones(3), backend=backend)
-    normal = np.asarray(out.normal_world)
-    norm = np.linalg.norm(normal, axis=-1, keepdims=True)
-    alpha = np.asarray(out.alpha)[..., None]
-    normal_image = np.where(norm > 1e-6, normal / np.maximum(norm, 1e-6) * 0.5 + 0.5, 1.0)
-    normal_image = alpha * normal_image + (1 - alpha)
-    rows = [np.asarray(out.rgb), normal_image]
-    grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
-    return (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
 
 
 def write_sample(
