@@ -42,7 +42,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ga_jax", "ga_jax.*", "kernels", "kernels.*"]),
     # The native CPU compositor's source: compiled on first use (kernels/native_composite.py).
-    package_data={"kernels": ["native/*.cc"]},
+    # The small models trained on the synthetic set (Pipeline.from_pretrained's default).
+    package_data={"kernels": ["native/*.cc"], "ga_jax": ["pretrained/*/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # On GPU machines jax usually comes preinstalled; this extra is for fresh CUDA 12 hosts.

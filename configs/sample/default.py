@@ -1,13 +1,18 @@
 """Sampling: text / image / point cloud to 3D with trained runs (ga_jax/pipeline/generate.py).
 
+    python -m launch.sample --config=configs/sample/default.py --config.prompt="a red cube"
     python -m launch.sample --config=configs/sample/default.py \
         --config.vae_workdir=W0 --config.stage1_workdir=W1 --config.stage2_workdir=W2 \
         --config.prompt="a red cube" --config.num_samples=4 --config.outdir=outputs/samples
     python -m launch.sample --config=configs/sample/default.py:random_tiny --config.prompt=x
 
 Fields:
+    models                a models directory (Pipeline.from_pretrained: model files and a
+                          manifest.json); '' = the small synthetic-set models the package
+                          ships. Used when neither the workdirs nor random_init are set; the
+                          text stages, or the image stages when only an image is given.
     vae_workdir, stage1_workdir, stage2_workdir   training runs (their latest checkpoints and
-                          the configs they saved); all three, or none with random_init
+                          the configs they saved); all three, or none
     random_init           'vae config;stage-1 config;stage-2 config' (config file specs):
                           random weights of those sizes, for smoke runs and timing ('' = off)
     prompt / image / points   the condition: a prompt, an image file (PNG/JPEG), a PLY of any
@@ -20,6 +25,8 @@ Fields:
     guidance              guidance scale of both stages (None: each stage's training default)
     outdir                one sample directory per sample: <outdir>/<name>_s<seed>_<index>/
     render                the renders.png grid: views, size (px), backend
+    formats               more files in each sample directory, object.<ext> (ga_jax/export:
+                          "3dgs", "obj", "glb", "gif", "mp4", "png"; rendered with `render`)
 """
 
 import ml_collections
@@ -30,6 +37,7 @@ RANDOM_TINY = "configs/vae/tiny.py;configs/flow/tiny.py:1;configs/flow/tiny.py:2
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    c.models = ""
     c.vae_workdir = ""
     c.stage1_workdir = ""
     c.stage2_workdir = ""
@@ -45,6 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.guidance = config_dict.placeholder(float)
     c.outdir = "outputs/samples"
     c.render = ml_collections.ConfigDict(dict(views=4, size=256, backend="xla"))
+    c.formats = ()
     if arg == "random_tiny":
         c.random_init = RANDOM_TINY
         c.render.size = 64

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ga_jax.data.ply import read_ply_points
+from ga_jax.export import export
 from ga_jax.flow.samplers import SamplerSettings
 from ga_jax.pipeline import edit
 from ga_jax.pipeline.generate import Pipeline
@@ -24,9 +25,11 @@ log = logging.getLogger(__name__)
 EDIT_OPS = ("translate", "scale", "rotate", "delete", "merge", "points", "regenerate")
 
 
-def pipeline_from_config(config: Any, load_config=None) -> Pipeline:
-    """Trained runs (the three workdirs) or, with config.random_init, random weights of the
-    named configs (load_config: configs.loading.load_config, passed by the launcher)."""
+def pipeline_from_config(config: Any, load_config=None, condition: str = "text") -> Pipeline:
+    """Trained runs (the three workdirs), random weights of the named configs
+    (config.random_init; load_config: configs.loading.load_config, passed by the launcher),
+    or else the `condition` stages of a models directory (config.models; '' = the shipped
+    default)."""
     sampler = SamplerSettings.from_config(config.sampler)
     workdirs = (config.vae_workdir, config.stage1_workdir, config.stage2_workdir)
     if all(workdirs):
@@ -37,10 +40,7 @@ def pipeline_from_config(config: Any, load_config=None) -> Pipeline:
             f"{[w or '<empty>' for w in workdirs]})"
         )
     if not config.random_init:
-        raise ValueError(
-            "no model: set vae_workdir, stage1_workdir and stage2_workdir to training runs, or "
-            "random_init for random weights (configs/sample/default.py:random_tiny)"
-        )
+        return Pipeline.from_pretrained(config.models or None, condition, sampler=sampler)
     specs = config.random_init.split(";")
     if len(specs) != 3:
         raise ValueError(f"random_init: expected 'vae;stage1;stage2' config specs, got {specs}")
@@ -70,7 +70,8 @@ def _name(prompt: str | None, fallback: str) -> str:
 def run_sampling(config: Any, load_config=None) -> list[Path]:
     """Generate config.num_samples objects and write their sample directories."""
     start = time.perf_counter()
-    pipe = pipeline_from_config(config, load_config)
+    condition = "image" if config.image and not config.prompt else "text"
+    pipe = pipeline_from_config(config, load_config, condition)
     log.info("models ready in %.1f s", time.perf_counter() - start)
     image = read_image(config.image) if config.image else None
     points = read_ply_points(config.points) if config.points else None
@@ -93,7 +94,20 @@ def run_sampling(config: Any, load_config=None) -> list[Path]:
     directories = []
     for i in range(config.num_samples):
         directory = Path(config.outdir) / f"{name}_s{config.seed}_{i}"
-        write_sample(directory, out.sample(i), **config.render.to_dict())
+        sample = out.sample(i)
+        write_sample(directory, sample, **config.render.to_dict())
+        if config.formats:
+            timings: dict[str, float] = {}
+            export(
+                sample.surfels,
+                sample.cloud.xyz,
+                directory,
+                config.formats,
+                size=config.render.size,
+                backend=config.render.backend,
+                timings=timings,
+            )
+            log.info("exports (s): %s", {k: round(v, 2) for k, v in timings.items()})
         log.info("wrote %s", directory)
         directories.append(directory)
     return directories

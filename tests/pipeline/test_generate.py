@@ -267,6 +267,14 @@ def test_from_pretrained_reads_a_models_directory(pipe, tmp_path):
     b = Pipeline.from_pretrained(models, sampler=EULER_4).run(seed=4)
     np.testing.assert_array_equal(a.xyz, b.xyz)
     np.testing.assert_array_equal(a.features, b.features)
+    # The sampling job reads the directory when no runs are named, and writes the formats.
+    config = sample_config()
+    config.models, config.outdir, config.prompt = str(models), str(tmp_path / "out"), "a cube"
+    config.sampler.name, config.sampler.steps = "euler", 4
+    config.seed, config.render.size, config.formats = 4, 32, ("3dgs", "gif")
+    (directory,) = run_sampling(config, load_config)
+    assert (directory / "object_3dgs.ply").is_file() and (directory / "object.gif").is_file()
+    np.testing.assert_array_equal(read_sample(directory).cloud.xyz, a.xyz[0])
     with pytest.raises(FileNotFoundError, match="no model 'stage1_image'"):
         Pipeline.from_pretrained(models, condition="image")
     with pytest.raises(ValueError, match="condition: expected"):
