@@ -236,18 +236,16 @@ def test_from_runs_restores_what_the_runs_saved(pipe, tmp_path):
         Pipeline.from_runs(workdirs[0], workdirs[2], workdirs[2])
 
 
-def test_from_pretrained_reads_a_models_directory(pipe, tmp_path):
-    """Model files added to a models directory (as launch.export_model --models_dir does)
-    load by name; a missing manifest, name or file, or a truncated file, is named."""
-    import json
-
+@pytest.fixture(scope="module")
+def tiny_models(pipe, tmp_path_factory):
+    """A models directory of the tiny random pipeline, as launch.export_model --models_dir
+    writes it (float32 files; the same files serve as the 'text' and 'image' stages)."""
     from ga_jax.train.checkpoint import Checkpointer
     from ga_jax.train.runs import export_run
     from ga_jax.weights.model_files import add_to_models_directory
 
+    tmp_path = tmp_path_factory.mktemp("tiny_models")
     models = tmp_path / "models"
-    with pytest.raises(FileNotFoundError, match="manifest.json: missing"):
-        Pipeline.from_pretrained(models)
     specs = {
         "vae": ("configs/vae/tiny.py", pipe.vae_params),
         "stage1_text": ("configs/flow/tiny.py:1", pipe.stages[1].params),
@@ -261,6 +259,19 @@ def test_from_pretrained_reads_a_models_directory(pipe, tmp_path):
         manifest = export_run(tmp_path / name, out, dtype="float32")
         entry = add_to_models_directory(models, name, out, {**manifest, "config": spec})
         assert entry["step"] == 5 and entry["bytes"] == out.stat().st_size
+    return models
+
+
+def test_from_pretrained_reads_a_models_directory(pipe, tiny_models, tmp_path):
+    """Model files added to a models directory (as launch.export_model --models_dir does)
+    load by name; a missing manifest, name or file, or a truncated file, is named."""
+    import json
+    import shutil
+
+    with pytest.raises(FileNotFoundError, match="manifest.json: missing"):
+        Pipeline.from_pretrained(tmp_path)
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
     listed = json.loads((models / "manifest.json").read_text())["models"]
     assert sorted(listed) == ["stage1_text", "stage2_text", "vae"]
     a = pipe.run(seed=4)
@@ -271,9 +282,9 @@ def test_from_pretrained_reads_a_models_directory(pipe, tmp_path):
     config = sample_config()
     config.models, config.outdir, config.prompt = str(models), str(tmp_path / "out"), "a cube"
     config.sampler.name, config.sampler.steps = "euler", 4
-    config.seed, config.render.size, config.formats = 4, 32, ("3dgs", "gif")
+    config.seed, config.render.size, config.formats = 4, 32, ("3dgs",)
     (directory,) = run_sampling(config, load_config)
-    assert (directory / "object_3dgs.ply").is_file() and (directory / "object.gif").is_file()
+    assert (directory / "object_3dgs.ply").is_file()
     np.testing.assert_array_equal(read_sample(directory).cloud.xyz, a.xyz[0])
     with pytest.raises(FileNotFoundError, match="no model 'stage1_image'"):
         Pipeline.from_pretrained(models, condition="image")
@@ -295,3 +306,38 @@ def test_a_frozen_condition_is_encoded_once_per_prompt(pipe, monkeypatch):
     assert len(calls) == 1  # both stages read the same frozen features
     pipe.run("a blue cone", seed=0)
     assert len(calls) == 2
+
+
+def test_demo_writes_both_objects_in_every_format_asked(tiny_models, tmp_path, capsys):
+    """launch.demo (make demo) on a models directory: text, then image from the default
+    synthetic view; the files it lists exist; without image stages it says so and goes on."""
+    import shutil
+
+    from absl import flags
+
+    from ga_jax.weights.model_files import add_to_models_directory
+    from launch import demo
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    out = tmp_path / "demo"
+    argv = ["demo", f"--models={models}", f"--out={out}", "--formats=3dgs,points,png"]
+    flags.FLAGS(argv + ["--size=32", "--backend=xla"])
+    try:
+        demo.main([])
+        printed = capsys.readouterr().out
+        assert "image to 3D skipped" in printed and "stage1_image" in printed
+        for stage in (1, 2):  # the tiny stages stand in for image ones
+            add_to_models_directory(
+                models, f"stage{stage}_image", models / f"stage{stage}_text.safetensors", {}
+            )
+        demo.main([])
+        printed = capsys.readouterr().out
+    finally:
+        flags.FLAGS.unparse_flags()
+    assert (out / "input.png").is_file()
+    for name in ("text", "image"):
+        for suffix in ("_3dgs.ply", "_points.ply", "_preview.png"):
+            assert (out / name / f"object{suffix}").is_file()
+        assert (out / name / "latent.npz").is_file()
+        assert f"{name:5s} sample (compile included)" in printed
