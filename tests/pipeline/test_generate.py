@@ -18,18 +18,14 @@ from ga_jax.pipeline import edit
 from ga_jax.pipeline.generate import BOX, Pipeline, prepare_points
 from ga_jax.pipeline.jobs import run_edit, run_sampling
 from ga_jax.pipeline.sample_files import SampleFileError, read_sample, write_sample
+from tests.tiny_models import tiny_pipeline, write_tiny_models
 
 EULER_4 = SamplerSettings("euler", steps=4)
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    return Pipeline.from_configs(
-        load_config("configs/vae/tiny.py"),
-        load_config("configs/flow/tiny.py:1"),
-        load_config("configs/flow/tiny.py:2"),
-        sampler=EULER_4,
-    )
+    return tiny_pipeline()
 
 
 def test_run_shapes_and_noise_rows(pipe):
@@ -238,28 +234,7 @@ def test_from_runs_restores_what_the_runs_saved(pipe, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_models(pipe, tmp_path_factory):
-    """A models directory of the tiny random pipeline, as launch.export_model --models_dir
-    writes it (float32 files; the same files serve as the 'text' and 'image' stages)."""
-    from ga_jax.train.checkpoint import Checkpointer
-    from ga_jax.train.runs import export_run
-    from ga_jax.weights.model_files import add_to_models_directory
-
-    tmp_path = tmp_path_factory.mktemp("tiny_models")
-    models = tmp_path / "models"
-    specs = {
-        "vae": ("configs/vae/tiny.py", pipe.vae_params),
-        "stage1_text": ("configs/flow/tiny.py:1", pipe.stages[1].params),
-        "stage2_text": ("configs/flow/tiny.py:2", pipe.stages[2].params),
-    }
-    for name, (spec, params) in specs.items():
-        ckpt = Checkpointer(tmp_path / name / "checkpoints")
-        ckpt.save(5, {"step": 5, "params": params}, config=load_config(spec))
-        ckpt.close()
-        out = models / f"{name}.safetensors"
-        manifest = export_run(tmp_path / name, out, dtype="float32")
-        entry = add_to_models_directory(models, name, out, {**manifest, "config": spec})
-        assert entry["step"] == 5 and entry["bytes"] == out.stat().st_size
-    return models
+    return write_tiny_models(tmp_path_factory.mktemp("tiny_models") / "models", pipe)
 
 
 def test_from_pretrained_reads_a_models_directory(pipe, tiny_models, tmp_path):
@@ -274,6 +249,8 @@ def test_from_pretrained_reads_a_models_directory(pipe, tiny_models, tmp_path):
     shutil.copytree(tiny_models, models)
     listed = json.loads((models / "manifest.json").read_text())["models"]
     assert sorted(listed) == ["stage1_text", "stage2_text", "vae"]
+    assert listed["vae"]["step"] == 5
+    assert listed["vae"]["bytes"] == (models / "vae.safetensors").stat().st_size
     a = pipe.run(seed=4)
     b = Pipeline.from_pretrained(models, sampler=EULER_4).run(seed=4)
     np.testing.assert_array_equal(a.xyz, b.xyz)
