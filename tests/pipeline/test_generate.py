@@ -149,9 +149,8 @@ def test_sample_and_edit_jobs(tmp_path, monkeypatch):
 
     built, build = [], jobs.pipeline_from_config
 
-    def build_once(
-        config, load, condition="text"
-    ):  # the three jobs share one random-weight pipeline
+    def build_once(config, load, condition="text"):
+        # The three jobs share one random-weight pipeline.
         if not built:
             built.append(build(config, load, condition))
         return built[0]
