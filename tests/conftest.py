@@ -22,3 +22,11 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "objaverse_gbuffer").is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA.resolve()} (needs ../shared/data)")
     return SHARED_DATA.resolve()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A models directory of tiny random models (tests/tiny_models.py), written once."""
+    from tests.tiny_models import write_tiny_models  # noqa: PLC0415 - imports jax
+
+    return write_tiny_models(tmp_path_factory.mktemp("tiny_models") / "models")

@@ -23,15 +23,22 @@ def tiny_pipeline() -> Pipeline:
 
 
 def write_tiny_models(directory: Path, pipe: Pipeline | None = None) -> Path:
-    """Write `pipe`'s (default: tiny_pipeline()) parameters as float32 model files into
-    directory, each saved first as a training run's checkpoint and exported from it, as
-    launch.export_model --models_dir does. The tiny stages are image-conditioned (zeros):
-    they serve as the 'text' stages here."""
+    """Write `pipe`'s (default: tiny_pipeline() with visible surfels) parameters as float32
+    model files into directory, each saved first as a training run's checkpoint and exported
+    from it, as launch.export_model --models_dir does. The tiny stages are image-conditioned
+    (zeros): they serve as the 'text' stages here."""
     from ga_jax.train.checkpoint import Checkpointer  # noqa: PLC0415
     from ga_jax.train.runs import export_run  # noqa: PLC0415
     from ga_jax.weights.model_files import add_to_models_directory  # noqa: PLC0415
 
-    pipe = pipe or tiny_pipeline()
+    if pipe is None:
+        pipe = tiny_pipeline()
+        # At initialisation every surfel is a 1 mm grey speck (scale bias -2.5), which the
+        # exports' views barely show; a scale bias of 6 (surfels about 4 cm across) and an
+        # opacity bias of 3 (0.95) on the base surfel head make a visible surface. Stage 1
+        # and 2 (the points and features) are tiny_pipeline()'s.
+        head = pipe.vae_params["surfel_head"]["base"]
+        head["bias"] = head["bias"].at[4:6].set(6.0).at[3].set(3.0)
     params = {"vae": pipe.vae_params, "stage1_text": pipe.stages[1].params}
     params["stage2_text"] = pipe.stages[2].params
     runs = directory.parent / f"{directory.name}_runs"

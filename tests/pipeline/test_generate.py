@@ -18,7 +18,7 @@ from ga_jax.pipeline import edit
 from ga_jax.pipeline.generate import BOX, Pipeline, prepare_points
 from ga_jax.pipeline.jobs import run_edit, run_sampling
 from ga_jax.pipeline.sample_files import SampleFileError, read_sample, write_sample
-from tests.tiny_models import tiny_pipeline, write_tiny_models
+from tests.tiny_models import tiny_pipeline
 
 EULER_4 = SamplerSettings("euler", steps=4)
 
@@ -233,14 +233,11 @@ def test_from_runs_restores_what_the_runs_saved(pipe, tmp_path):
         Pipeline.from_runs(workdirs[0], workdirs[2], workdirs[2])
 
 
-@pytest.fixture(scope="module")
-def tiny_models(pipe, tmp_path_factory):
-    return write_tiny_models(tmp_path_factory.mktemp("tiny_models") / "models", pipe)
-
-
 def test_from_pretrained_reads_a_models_directory(pipe, tiny_models, tmp_path):
     """Model files added to a models directory (as launch.export_model --models_dir does)
-    load by name; a missing manifest, name or file, or a truncated file, is named."""
+    load by name (the stages are `pipe`'s: the same points and features; its VAE differs only
+    in the surfel head's biases); a missing manifest, name or file, or a truncated file, is
+    named."""
     import json
     import shutil
 
