@@ -39,7 +39,7 @@ from ga_jax.export import export
 from ga_jax.flow.samplers import SamplerSettings
 from ga_jax.pipeline import edit
 from ga_jax.pipeline.generate import DEFAULT_MODELS, Pipeline, Sample
-from ga_jax.pipeline.jobs import parse_region
+from ga_jax.pipeline.jobs import parse_region, parse_vector
 from ga_jax.weights.model_files import models_directory_files
 from kernels.native_composite import available as native_unavailable
 
@@ -175,17 +175,6 @@ def parse_guidance(text: str) -> float | None:
         return float(text)
     except ValueError as e:
         raise ValueError(f"guidance: expected a number or nothing, got {text!r}") from e
-
-
-def parse_vector(text: str) -> tuple[float, float, float]:
-    """'x,y,z' -> 3 floats."""
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError as e:
-        raise ValueError(f"vector: expected 'x,y,z', got {text!r}") from e
-    if len(values) != 3:
-        raise ValueError(f"vector: expected 3 numbers 'x,y,z', got {text!r}")
-    return values
 
 
 def write_files(

@@ -132,7 +132,8 @@ def parse_region(box: str, sphere: str) -> edit.Region | None:
     return edit.Box(center, size) if kind == "box" else edit.Sphere(center, size[0])
 
 
-def _vector(text: str) -> tuple[float, float, float]:
+def parse_vector(text: str) -> tuple[float, float, float]:
+    """'x,y,z' -> 3 floats."""
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError as e:
@@ -160,11 +161,11 @@ def run_edit(config: Any, load_config=None) -> Path:
         result = pipe.regenerate_region(original, region, prompt=prompt, guidance=config.guidance)
     else:
         if op == "translate":
-            cloud = edit.translate(cloud, _vector(config.vector), region)
+            cloud = edit.translate(cloud, parse_vector(config.vector), region)
         elif op == "scale":
             cloud = edit.scale(cloud, config.factor, region)
         elif op == "rotate":
-            cloud = edit.rotate(cloud, _vector(config.vector), config.degrees, region)
+            cloud = edit.rotate(cloud, parse_vector(config.vector), config.degrees, region)
         elif op == "delete":
             if region is None:
                 raise ValueError("op delete: needs a region (box or sphere)")
@@ -173,7 +174,7 @@ def run_edit(config: Any, load_config=None) -> Path:
             if not config.other:
                 raise ValueError("op merge: needs `other`, a second sample directory")
             cloud = edit.merge(
-                cloud, read_sample(config.other).cloud, n, rows, offset=_vector(config.vector)
+                cloud, read_sample(config.other).cloud, n, rows, offset=parse_vector(config.vector)
             )
         elif op == "points":
             if not config.points:
