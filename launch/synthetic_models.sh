@@ -2,13 +2,17 @@
 # Rebuild the small synthetic-set models (issue 17) from nothing, step by step: the data, the
 # KL-0 VAE, the latent dataset, the two text flow stages, and their float16 model files.
 #
-#     GA_JAX_DATA_ROOT=/path/to/data launch/synthetic_models.sh [VAE_MINUTES] [FLOW_STEPS]
+#     GA_JAX_DATA_ROOT=/path/to/data [CONDITIONS="text image"] \
+#         launch/synthetic_models.sh [VAE_MINUTES] [FLOW_STEPS]
 #
 # Every step is skipped when its output already exists (a finished marker file), so the
 # script resumes after an interruption; training steps resume from their checkpoints.
 # Generated data goes under $GA_JAX_DATA_ROOT (data sets: syn_*, latents: synthetic_latents/),
 # runs under outputs/ (the stage-2 config decodes its render grid with outputs/vae_syn17),
-# model files under outputs/models/. Two jobs run side by side where they can (2 cores).
+# model files in the models directory outputs/models/ (model files + manifest.json: what
+# Pipeline.from_pretrained reads; the shipped default is such a directory,
+# ga_jax/pretrained/synthetic). CONDITIONS: the flow stages to train, "text" by default.
+# Two jobs run side by side where they can (2 cores).
 # Wall times on the 2-core CPU: docs/results.md, "Generation on the synthetic set".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +20,7 @@ cd "$(dirname "$0")/.."
 export GA_JAX_DATA_ROOT
 VAE_MINUTES=${1:-40}
 FLOW_STEPS=${2:-2000}
+CONDITIONS=${CONDITIONS:-text}
 PY=${PY:-.venv/bin/python}
 D=$GA_JAX_DATA_ROOT
 MODELS=outputs/models
@@ -76,17 +81,24 @@ all_latents() {  # training sets leave out the held-out combinations
   wait $first
 }
 
-text_flows() {  # both text stages side by side
-  flow stage1_text &
+stage_flows() {  # CONDITION: both stages side by side
+  flow "stage1_$1" &
   local first=$!
-  flow stage2_text
+  flow "stage2_$1"
   wait $first
 }
 
-export_models() {  # float16 files (EMA parameters of the flows): what evaluation and the default read
-  $PY -m launch.export_model --workdir=outputs/vae_syn17 --out=$MODELS/vae.safetensors
-  for stage in stage1_text stage2_text; do
-    $PY -m launch.export_model --workdir=outputs/flow_$stage --out=$MODELS/$stage.safetensors
+export_models() {  # float16 files (EMA parameters of the flows) in a models directory
+  local data="seed 0 objects 0-2999 (VAE: 0-999), held-out combinations left out"
+  $PY -m launch.export_model --workdir=outputs/vae_syn17 --models_dir="$MODELS" --name=vae \
+    --note=config=configs/vae/small.py --note="data=synthetic $data"
+  for condition in $CONDITIONS; do
+    for stage in 1 2; do
+      $PY -m launch.export_model --workdir="outputs/flow_stage${stage}_$condition" \
+        --models_dir="$MODELS" --name="stage${stage}_$condition" \
+        --note="config=configs/flow/stage${stage}_$condition.py" \
+        --note="data=latents of the VAE above, $data"
+    done
   done
 }
 
@@ -94,6 +106,8 @@ step syn_eval synthetic syn_eval 32 0 3 1 1
 step syn1000 synthetic syn1000 1000 0 3 0 2
 step vae vae_and_flow_data
 step latents all_latents
-step flows_text text_flows
+for condition in $CONDITIONS; do
+  step "flows_$condition" stage_flows "$condition"
+done
 step export export_models
-log "models in $MODELS"
+log "models in $MODELS (Pipeline.from_pretrained('$MODELS'))"
