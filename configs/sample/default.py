@@ -25,8 +25,9 @@ Fields:
     guidance              guidance scale of both stages (None: each stage's training default)
     outdir                one sample directory per sample: <outdir>/<name>_s<seed>_<index>/
     render                the renders.png grid: views, size (px), backend
-    formats               more files in each sample directory, object.<ext> (ga_jax/export:
-                          "3dgs", "obj", "glb", "gif", "mp4", "png"; rendered with `render`)
+    formats               more files in each sample directory, object.<ext>: a comma-separated
+                          list of ga_jax/export's formats ("3dgs,glb,gif"; also obj, mp4, png,
+                          points, ply), rendered with `render` ('' = none)
 """
 
 import ml_collections
@@ -53,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.guidance = config_dict.placeholder(float)
     c.outdir = "outputs/samples"
     c.render = ml_collections.ConfigDict(dict(views=4, size=256, backend="xla"))
-    c.formats = ()
+    c.formats = ""
     if arg == "random_tiny":
         c.random_init = RANDOM_TINY
         c.render.size = 64

@@ -96,13 +96,14 @@ def run_sampling(config: Any, load_config=None) -> list[Path]:
         directory = Path(config.outdir) / f"{name}_s{config.seed}_{i}"
         sample = out.sample(i)
         write_sample(directory, sample, **config.render.to_dict())
-        if config.formats:
+        formats = [f.strip() for f in config.formats.split(",") if f.strip()]
+        if formats:
             timings: dict[str, float] = {}
             export(
                 sample.surfels,
                 sample.cloud.xyz,
                 directory,
-                config.formats,
+                formats,
                 size=config.render.size,
                 backend=config.render.backend,
                 timings=timings,

@@ -257,7 +257,7 @@ def test_from_pretrained_reads_a_models_directory(pipe, tiny_models, tmp_path):
     config = sample_config()
     config.models, config.outdir, config.prompt = str(models), str(tmp_path / "out"), "a cube"
     config.sampler.name, config.sampler.steps = "euler", 4
-    config.seed, config.render.size, config.formats = 4, 32, ("3dgs",)
+    config.seed, config.render.size, config.formats = 4, 32, "3dgs"
     (directory,) = run_sampling(config, load_config)
     assert (directory / "object_3dgs.ply").is_file()
     np.testing.assert_array_equal(read_sample(directory).cloud.xyz, a.xyz[0])
