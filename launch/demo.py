@@ -36,7 +36,10 @@ _IMAGE = flags.DEFINE_string("image", "", "an image file ('' = a view of a synth
 _OUT = flags.DEFINE_string("out", "outputs/demo", "output directory")
 _MODELS = flags.DEFINE_string("models", "", "a models directory ('' = the shipped default)")
 _SEED = flags.DEFINE_integer("seed", 0, "noise seed")
-_FORMATS = flags.DEFINE_list("formats", list(FORMATS), "export formats")
+# Every format but 'ply': the sample directory already holds the 2DGS surfels (surfels.ply).
+_FORMATS = flags.DEFINE_list(
+    "formats", [f for f in FORMATS if f != "ply"], "export formats besides the sample directory"
+)
 _SIZE = flags.DEFINE_integer("size", 256, "render size of the exports (px)")
 _BACKEND = flags.DEFINE_string("backend", "native", "renderer: native (C++, CPU) or xla")
 
@@ -75,7 +78,7 @@ def generate(name: str, out: Path, condition: str, **inputs) -> dict[str, float]
         timings=exports,
     )
     times.update({f"export {k}": v for k, v in exports.items()})
-    print(f"\n{name}: {directory}/")
+    print(f"\n{name}: {directory}/ (surfels.ply, points.ply, renders.png, latent.npz)")
     for fmt, path in paths.items():
         print(f"  {fmt:7s} {path}")
     return times

@@ -228,15 +228,15 @@ def split_height(xyz: np.ndarray, window: float = 0.02, widest: float = 0.9) -> 
     if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) < 2 or not np.isfinite(xyz).all():
         raise ValueError(f"split_height: expected >= 2 finite points [N, 3], got {xyz.shape}")
     z = xyz[:, 2]
+    order = np.argsort(z)
     # The bottom part's vertical axis: the median x, y of the lowest quarter of the points
     # (the bottom part's base; the top part may sit off its centre).
-    lowest = xyz[np.argsort(z)[: max(1, len(z) // 4)], :2]
+    lowest = xyz[order[: max(1, len(z) // 4)], :2]
     radius = np.linalg.norm(xyz[:, :2] - np.median(lowest, axis=0), axis=1)
     levels = np.unique(z)
     if len(levels) < 2:
         raise ValueError("split_height: the points all lie at one height")
     candidates = (levels[:-1] + levels[1:]) / 2
-    order = np.argsort(z)
     z_sorted, r_sorted = z[order], radius[order]
     above = np.append(np.maximum.accumulate(r_sorted[::-1])[::-1], 0.0)  # max r from i on
     best, split = -np.inf, float(candidates[0])
