@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (render the shared objects) and `make test` (the CI suite).
+# Two entry points: `make demo` (text and image to 3D with the shipped models) and `make test`
+# (the CI suite).
 # Each creates .venv on a fresh machine and installs what it needs.
 PY ?= python3
 VENV := .venv
@@ -18,7 +19,7 @@ $(STAMP): setup.py
 		|| echo "chromium not installed (needs apt-get as root): tests/app/test_browser.py will skip"
 	touch $(STAMP)
 
-.PHONY: install test test-slow demo bench lint
+.PHONY: install test test-slow demo fit-demo bench lint
 install: $(STAMP)
 
 test: $(STAMP)
@@ -28,7 +29,10 @@ test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest tests -m slow
 
 demo: $(STAMP)
-	$(VENV)/bin/python -m launch.fit_surfels --config=configs/fit_surfels.py --workdir=outputs/demo
+	$(VENV)/bin/python -m launch.demo --out=outputs/demo
+
+fit-demo: $(STAMP)
+	$(VENV)/bin/python -m launch.fit_surfels --config=configs/fit_surfels.py --workdir=outputs/fit_demo
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.rasterizer

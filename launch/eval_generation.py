@@ -6,18 +6,30 @@
         --heldout_fps_root=/tmp/syn_heldout_fps --train_fps_root=/tmp/syn1000_fps \
         --out=outputs/eval_generation
 
+    python -m launch.eval_generation --task=text --models=ga_jax/pretrained/synthetic \
+        --heldout=... --train_fps_root=... --out=outputs/eval_shipped --record
+
 Writes <out>/<task>.json (every row and the summary) and <out>/<task>.md; the judges are
-built once from the training objects and cached in <out>/judges.npz.
+built once from the training objects and cached in <out>/judges.npz. --models takes a models
+directory instead of --vae/--stage1/--stage2 (the image task uses its image stages, every
+other task its text stages); with --record the task's summary and this command go into that
+directory's manifest ("measurements") and the judges file is copied beside the models, so
+that what was measured ships with the weights.
 """
 
 import json
 import logging
+import os
+import shutil
+import sys
+from pathlib import Path
 
 from absl import app, flags
 
 from ga_jax.data.latents import LatentDataset
 from ga_jax.evaluation.generation import TASKS, build_judges, run_generation_eval
 from ga_jax.pipeline.generate import Pipeline
+from ga_jax.weights.model_files import add_to_models_directory, record_measurement
 
 _TASK = flags.DEFINE_enum("task", None, TASKS, "what to measure")
 _VAE = flags.DEFINE_string(
@@ -25,6 +37,12 @@ _VAE = flags.DEFINE_string(
 )
 _STAGE1 = flags.DEFINE_string("stage1", None, "stage 1: a run directory or a model file")
 _STAGE2 = flags.DEFINE_string("stage2", None, "stage 2: a run directory or a model file")
+_MODELS = flags.DEFINE_string(
+    "models", None, "instead of --vae/--stage1/--stage2: a models directory"
+)
+_RECORD = flags.DEFINE_bool(
+    "record", False, "write the summary and the judges into --models' manifest"
+)
 _HELDOUT = flags.DEFINE_string("heldout", None, "the held-out latent dataset")
 _HELDOUT_FPS = flags.DEFINE_string("heldout_fps_root", None, "the held-out objects' FPS root")
 _HELDOUT_SEED = flags.DEFINE_integer("heldout_seed", 1, "the held-out objects' dataset seed")
@@ -35,15 +53,49 @@ _SEEDS = flags.DEFINE_integer("seeds", 4, "seeds per seen prompt (text)")
 _HELDOUT_SEEDS = flags.DEFINE_integer("heldout_seeds", 8, "seeds per held-out prompt (text)")
 _BACKEND = flags.DEFINE_string("backend", "native", "renderer for the judge views")
 _OUT = flags.DEFINE_string("out", None, "output directory")
-flags.mark_flags_as_required(
-    ["task", "vae", "stage1", "stage2", "heldout", "train_fps_root", "out"]
-)
+flags.mark_flags_as_required(["task", "heldout", "train_fps_root", "out"])
+
+
+def load_pipeline() -> Pipeline:
+    runs = (_VAE.value, _STAGE1.value, _STAGE2.value)
+    if _MODELS.value is not None:
+        if any(runs):
+            raise app.UsageError("give either --models or --vae/--stage1/--stage2, not both")
+        condition = "image" if _TASK.value == "image" else "text"
+        return Pipeline.from_pretrained(_MODELS.value, condition)
+    if not all(runs):
+        raise app.UsageError("give --models, or all of --vae, --stage1 and --stage2")
+    if _RECORD.value:
+        raise app.UsageError("--record needs --models (the directory whose manifest it writes)")
+    return Pipeline.from_runs(*runs)
+
+
+def record(summary: dict, judges_file: str) -> None:
+    directory = Path(_MODELS.value)
+    shutil.copyfile(judges_file, directory / "judges.npz")
+    add_to_models_directory(
+        directory,
+        "judges",
+        directory / "judges.npz",
+        {
+            "what": "the shape and colour judges of ga_jax/evaluation/generation.py "
+            "(Judges.load) the measurements used",
+            "built_from": f"synthetic seed {_TRAIN_SEED.value} objects 0-"
+            f"{_TRAIN_OBJECTS.value - 1}",
+        },
+        section="files",
+    )
+    command = " ".join(["python -m launch.eval_generation", *sys.argv[1:]])
+    root = os.environ.get("GA_JAX_DATA_ROOT")
+    if root:  # the data paths as a user of the directory would write them
+        command = command.replace(root.rstrip("/"), "$GA_JAX_DATA_ROOT")
+    record_measurement(directory, _TASK.value, {"summary": summary, "command": command})
 
 
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
-    pipeline = Pipeline.from_runs(_VAE.value, _STAGE1.value, _STAGE2.value)
+    pipeline = load_pipeline()
     judges = build_judges(
         _TRAIN_FPS.value,
         seed=_TRAIN_SEED.value,
@@ -63,6 +115,8 @@ def main(argv):
         heldout_seeds=_HELDOUT_SEEDS.value,
         backend=_BACKEND.value,
     )
+    if _RECORD.value:
+        record(summary, f"{_OUT.value}/judges.npz")
     print(json.dumps(summary, indent=1))
 
 

@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ga_jax.data.fps import farthest_point_sample
+from ga_jax.export import FORMATS, export
 from ga_jax.flow.guidance import Guidance, guide
 from ga_jax.flow.samplers import Known, SampleResult, SamplerSettings, initial_noise, sample
 from ga_jax.flow.scaling import StageScaling, stage_scaling
@@ -85,8 +87,9 @@ class Sample:
 @dataclasses.dataclass(frozen=True)
 class Generation:
     """num_samples objects: xyz [S, P, 3], features h [S, P, C], surfels Surfels [S, ...],
-    the noise rows they started from, and info (seed, settings, NFE and solver status per
-    stage, condition, timings)."""
+    the noise rows they started from, info (seed, settings, NFE and solver status per
+    stage, condition, timings) and, when run was given formats, the files written for each
+    sample ({format: path}, ga_jax/export)."""
 
     xyz: np.ndarray
     features: np.ndarray
@@ -95,6 +98,7 @@ class Generation:
     noise_features: np.ndarray
     ids: np.ndarray
     info: dict
+    files: tuple[dict[str, Path], ...] = ()
 
     def sample(self, i: int) -> Sample:
         cloud = EditableCloud(self.xyz[i], self.noise_xyz[i], self.noise_features[i], self.ids[i])
@@ -299,12 +303,24 @@ class Pipeline:
         steps: int | None = None,
         guidance: float | None = None,
         sampler: SamplerSettings | None = None,
+        out_dir: str | Path | None = None,
+        formats: Iterable[str] = (),
+        **export_options: Any,
     ) -> Generation:
         """Generate num_samples objects from a prompt or an image (uint8 [H, W, 3]) and/or a
         point cloud [M, 3] (skips stage 1). steps / guidance override the sampler's steps and
-        both stages' guidance scale."""
+        both stages' guidance scale. With formats (ga_jax/export.FORMATS: "ply", "3dgs",
+        "points", "obj", "glb", "gif", "mp4", "png") each sample's files are written to out_dir
+        as sample_<i><suffix> (export_options go to ga_jax.export.export) and their paths
+        returned in Generation.files."""
         if num_samples < 1:
             raise ValueError(f"num_samples: expected >= 1, got {num_samples}")
+        formats = tuple(formats)
+        if formats and out_dir is None:
+            raise ValueError(f"formats {formats}: expected an out_dir to write them to")
+        unknown = sorted(set(formats) - set(FORMATS))
+        if unknown:
+            raise ValueError(f"formats: unknown {unknown}, expected some of {list(FORMATS)}")
         settings = sampler or self.sampler
         if steps is not None:
             settings = dataclasses.replace(settings, steps=int(steps))
@@ -342,7 +358,7 @@ class Pipeline:
         surfels = jax.device_get(self.decode(xyz, features))
         timings["decode_s"] = time.perf_counter() - start
         info["timings"] = timings
-        return Generation(
+        generation = Generation(
             np.asarray(xyz, np.float32),
             np.asarray(features, np.float32),
             surfels,
@@ -351,6 +367,16 @@ class Pipeline:
             np.broadcast_to(ids, (num_samples, self.num_points)).copy(),
             info,
         )
+        if not formats:
+            return generation
+        files = []
+        for i in range(num_samples):
+            one = generation.sample(i)
+            name = f"sample_{i}"
+            files.append(
+                export(one.surfels, one.cloud.xyz, out_dir, formats, name, **export_options)
+            )
+        return dataclasses.replace(generation, files=tuple(files))
 
     def edit(
         self,

@@ -22,9 +22,12 @@ model files named <name>.safetensors and a manifest.json:
     {"format": "ga-jax-models/1",
      "models": {"vae": {"file": "vae.safetensors", "bytes": ..., "sha256": ..., "step": ...,
                         ... (what the exporter recorded: config, data, training time, metrics)},
-                "stage1_text": {...}, "stage2_text": {...}, ...}}
+                "stage1_text": {...}, "stage2_text": {...}, ...},
+     "files": {"judges": {"file": "judges.npz", ...}},          (optional)
+     "measurements": {"text": {"summary": ..., "command": ...}, ...}}   (optional)
 
-Names: "vae" and "stage<1|2>_<condition>" (condition "text" or "image").
+Names: "vae" and "stage<1|2>_<condition>" (condition "text" or "image"). The measurements
+are those of launch.eval_generation --models=<dir> --record, made on the stored files.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = [
     "MODELS_FORMAT",
     "add_to_models_directory",
     "models_directory_files",
+    "record_measurement",
     "flatten_params",
     "read_model_file",
     "unflatten_params",
@@ -171,18 +175,28 @@ def models_directory_files(directory: str | Path, names: list[str]) -> list[Path
     return files
 
 
-def add_to_models_directory(
-    directory: str | Path, name: str, model_file: str | Path, fields: dict[str, Any]
-) -> dict[str, Any]:
-    """Record `model_file` (already in `directory`) under `name` in the directory's manifest
-    (created when missing), with its size, SHA-256 and `fields`; returns the entry."""
-    directory, model_file = Path(directory), Path(model_file)
-    if model_file.parent.resolve() != directory.resolve():
-        raise ValueError(f"{model_file}: expected a file inside {directory}")
+def _update_models_manifest(directory: Path, section: str, name: str, entry: Any) -> None:
     if (directory / MANIFEST).is_file():
         manifest = _read_models_manifest(directory)
     else:
         manifest = {"format": MODELS_FORMAT, "models": {}}
+    manifest.setdefault(section, {})[name] = entry
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def add_to_models_directory(
+    directory: str | Path,
+    name: str,
+    model_file: str | Path,
+    fields: dict[str, Any],
+    section: str = "models",
+) -> dict[str, Any]:
+    """Record `model_file` (already in `directory`) under `name` in the directory's manifest
+    (created when missing), with its size, SHA-256 and `fields`; returns the entry. Files that
+    are not models (the judges the measurements used) go in section "files"."""
+    directory, model_file = Path(directory), Path(model_file)
+    if model_file.parent.resolve() != directory.resolve():
+        raise ValueError(f"{model_file}: expected a file inside {directory}")
     data = model_file.read_bytes()
     entry = {
         "file": model_file.name,
@@ -190,6 +204,13 @@ def add_to_models_directory(
         "sha256": hashlib.sha256(data).hexdigest(),
         **fields,
     }
-    manifest["models"][name] = entry
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    _update_models_manifest(directory, section, name, entry)
     return entry
+
+
+def record_measurement(directory: str | Path, task: str, measurement: dict[str, Any]) -> None:
+    """Store an evaluation of the directory's models (a summary and how it was made) in its
+    manifest under "measurements"/<task>, replacing an earlier one of the same task."""
+    directory = Path(directory)
+    _read_models_manifest(directory)  # the directory must already be a models directory
+    _update_models_manifest(directory, "measurements", task, measurement)

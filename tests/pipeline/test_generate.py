@@ -49,6 +49,24 @@ def test_run_shapes_and_noise_rows(pipe):
     assert not np.allclose(out.xyz, other.xyz)
 
 
+def test_run_writes_the_formats_asked_for_each_sample(pipe, tmp_path):
+    """run(..., out_dir, formats): sample_<i> files per sample, their surfels the returned
+    ones (the 2DGS PLY read back); formats without a directory or unknown ones are refused."""
+    from ga_jax.export.ply import read_surfel_ply
+
+    out = pipe.run(seed=3, num_samples=2, out_dir=tmp_path, formats=("ply", "points"))
+    assert [sorted(f) for f in out.files] == [["ply", "points"]] * 2
+    for i, files in enumerate(out.files):
+        assert files["ply"] == tmp_path / f"sample_{i}_surfels.ply" and files["points"].is_file()
+        back, want = read_surfel_ply(files["ply"]), out.sample(i).surfels
+        np.testing.assert_allclose(back.means, want.means, atol=1e-6)
+        np.testing.assert_allclose(back.colors, want.colors, atol=1e-6)
+    with pytest.raises(ValueError, match="expected an out_dir"):
+        pipe.run(seed=3, formats=("ply",))
+    with pytest.raises(ValueError, match=r"unknown \['stl'\]"):
+        pipe.run(seed=3, out_dir=tmp_path, formats=("ply", "stl"))
+
+
 def test_identity_edit_reproduces_the_sample_bit_for_bit(pipe):
     out = pipe.run(seed=1)
     original = out.sample(0)

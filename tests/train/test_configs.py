@@ -47,6 +47,8 @@ def test_real_split_holds_out_chunk_3_of_every_object(monkeypatch):
         "configs/flow/stage2_text.py",
         "configs/flow/stage1_image.py",
         "configs/flow/stage2_image.py",
+        "configs/flow/paper.py:1,image",
+        "configs/flow/paper.py:2,text",
         "configs/sample/default.py",
         "configs/sample/edit.py:random_tiny",
     ],
@@ -69,5 +71,7 @@ def test_bad_config_variants_are_named():
         load_config("configs/flow/small.py:1")
     with pytest.raises(ValueError, match="condition: expected one of"):
         load_config("configs/flow/small.py:1,audio")
+    with pytest.raises(ValueError, match="configs/flow/paper.py: expected"):
+        load_config("configs/flow/paper.py:3,text")
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_config("configs/flow/huge.py")

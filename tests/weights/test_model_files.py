@@ -70,3 +70,34 @@ def test_files_that_are_not_model_files_are_named(tmp_path):
 
     with safe_open(str(tmp_path / "ok.safetensors"), framework="numpy") as f:
         assert json.loads(f.metadata()["config"])["stage"] == 1
+
+
+def test_models_manifest_records_files_and_measurements(tmp_path):
+    """Model entries, a non-model file (section "files") and an evaluation's summary share one
+    manifest; sizes and SHA-256 are those of the bytes on disk; a re-recorded task replaces
+    the earlier one; a directory without a manifest gets no measurement."""
+    import hashlib
+
+    from ga_jax.weights.model_files import (
+        MODELS_FORMAT,
+        add_to_models_directory,
+        models_directory_files,
+        record_measurement,
+    )
+
+    write_model_file(tmp_path / "vae.safetensors", config(), tree())
+    (tmp_path / "judges.npz").write_bytes(b"judges")
+    with pytest.raises(FileNotFoundError, match="manifest.json: missing"):
+        record_measurement(tmp_path, "text", {"summary": {}})
+    add_to_models_directory(tmp_path, "vae", tmp_path / "vae.safetensors", {"step": 3})
+    add_to_models_directory(tmp_path, "judges", tmp_path / "judges.npz", {}, section="files")
+    record_measurement(tmp_path, "text", {"summary": {"all": {"class": 0.5}}})
+    record_measurement(tmp_path, "text", {"summary": {"all": {"class": 0.75}}})
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["format"] == MODELS_FORMAT and set(manifest["models"]) == {"vae"}
+    judges = manifest["files"]["judges"]
+    assert judges["bytes"] == 6 and judges["sha256"] == hashlib.sha256(b"judges").hexdigest()
+    assert manifest["measurements"] == {"text": {"summary": {"all": {"class": 0.75}}}}
+    assert models_directory_files(tmp_path, ["vae"]) == [tmp_path / "vae.safetensors"]
+    with pytest.raises(ValueError, match="expected a file inside"):
+        add_to_models_directory(tmp_path / "other", "vae", tmp_path / "vae.safetensors", {})
