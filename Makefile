@@ -22,8 +22,12 @@ $(STAMP): setup.py
 .PHONY: install test test-slow demo fit-demo bench lint
 install: $(STAMP)
 
+# The web app's tests (Gradio server, Playwright driving chromium) run in their own process:
+# twice a full run here crashed inside XLA's compiler (an abort, then a segfault) in a VAE
+# test that ran after them, while the same tests pass in a process of their own.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest tests
+	$(VENV)/bin/python -m pytest tests --ignore=tests/app
+	$(VENV)/bin/python -m pytest tests/app
 
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest tests -m slow
