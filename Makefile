@@ -22,11 +22,13 @@ $(STAMP): setup.py
 .PHONY: install test test-slow demo fit-demo bench lint
 install: $(STAMP)
 
+# Two worker processes (pytest-xdist; the CI machine has 2 cores, and a worker peaks at ~6 GB),
+# each taking whole files, so that a file's module fixtures are made once.
 # The web app's tests (Gradio server, Playwright driving chromium) run in their own process:
 # twice a full run here crashed inside XLA's compiler (an abort, then a segfault) in a VAE
 # test that ran after them, while the same tests pass in a process of their own.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest tests --ignore=tests/app
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile tests --ignore=tests/app
 	$(VENV)/bin/python -m pytest tests/app
 
 test-slow: $(STAMP)

@@ -56,7 +56,14 @@ setup(
         # The app's tests need gradio, and playwright drives the system's chromium in
         # tests/app/test_browser.py (1.65.3 checked with Debian's chromium 156; the Makefile
         # installs chromium; never `playwright install`, which downloads browsers).
-        "test": ["pytest==9.2.0", "ruff>=0.6", "import-linter==2.17", "playwright==1.65.3"]
+        # pytest-xdist: `make test` runs the suite in 2 worker processes.
+        "test": [
+            "pytest==9.2.0",
+            "pytest-xdist==3.8.0",
+            "ruff>=0.6",
+            "import-linter==2.17",
+            "playwright==1.65.3",
+        ]
         + APP_REQUIRES,
     },
 )

@@ -1,5 +1,7 @@
 """The VAE task through the training loop on the tiny config (issue 4, acceptance 2): smoke
-run, 8 devices = 1 device, exact resume, NaN stop with the last checkpoint intact."""
+run, NaN stop with the last checkpoint intact (8 devices = 1 and exact resume:
+test_vae_task_mesh_and_resume.py, a file of its own so that parallel test workers share the
+compile-heavy runs)."""
 
 from __future__ import annotations
 
@@ -9,47 +11,16 @@ import jax
 import numpy as np
 import pytest
 
-from configs.vae import tiny
 from ga_jax.data.latents import LatentDataset
-from ga_jax.data.loader import make_vae_loader
-from ga_jax.data.transforms import VaeBatch
 from ga_jax.evaluation import vae_jobs
 from ga_jax.evaluation.error_regions import REGIONS
 from ga_jax.evaluation.vae_jobs import evaluate_reconstruction, extract_latents
 from ga_jax.metrics.image import view_metrics
-from ga_jax.parallel.batch import to_global_batch
-from ga_jax.parallel.mesh import make_mesh, rules_context
 from ga_jax.train.checkpoint import Checkpointer
-from ga_jax.train.loop import NonFiniteLossError, make_train_step, train_and_evaluate
+from ga_jax.train.loop import NonFiniteLossError, train_and_evaluate
 from ga_jax.train.metrics_writer import read_jsonl
-from ga_jax.train.optimizers import make_optimizer
-from ga_jax.train.state import abstract_train_state, create_train_state
 from ga_jax.train.tasks.vae import VaeTask, child_distance
-from tests.data.fake_vae_data import make_fake_dataset
-
-
-@pytest.fixture(scope="module")
-def fake_roots(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fake_vae")
-    gbuffer, fps, truth = make_fake_dataset(
-        root, classes={"Spheres": 4}, chunks_per_object=1, views=4, size=32, points=256
-    )
-    return gbuffer, fps, truth
-
-
-def tiny_config(fake_roots, **train):
-    c = tiny.get_config()
-    for data in (c.data, c.eval_data):
-        data.gbuffer_root, data.fps_root = str(fake_roots[0]), str(fake_roots[1])
-        data.jitter_prob = 0.0  # extracted xyz must lie on the spheres
-    c.train.eval_every_steps = 0
-    # One device keeps these runs fast; test_eight_devices_equal_one covers the mesh.
-    c.mesh.num_devices = 1
-    for data in (c.data, c.eval_data):
-        data.batch_size = 2
-    for key, value in train.items():
-        setattr(c.train, key, value)
-    return c
+from tests.train.vae_task_setup import final_state, tiny_config
 
 
 def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path, monkeypatch):
@@ -135,85 +106,6 @@ def test_child_distance_by_hand():
         ]
     )
     np.testing.assert_allclose(child_distance(parents, children), want, rtol=1e-6)
-
-
-def one_step(config, mesh, host_batch):
-    """(parameters before, after, metrics) of one train step on `mesh`."""
-    task, optimizer = VaeTask(config), make_optimizer(config.optimizer)
-    with rules_context(mesh, None):
-        state, shardings = create_train_state(task, optimizer, mesh, None, jax.random.key(0))
-        before = jax.device_get(state.params)
-        batch = to_global_batch(host_batch, mesh, ("data", "fsdp"))
-        step = jax.jit(make_train_step(task, optimizer))
-        state, metrics = step(state, batch, jax.random.key(1), None)
-    return before, jax.device_get(state.params), jax.device_get(metrics)
-
-
-def test_eight_devices_equal_one(fake_roots):
-    """Loss, gradient norm and every parameter update agree to relative 1e-5.
-
-    Adam's first update is lr * g / (|g| + eps): with a small eps it is a sign function of g,
-    and gradients of ~1e-12 that round differently in the two runs would flip whole updates.
-    A large eps makes the update proportional to g, so the comparison sees the gradient.
-    """
-    c = tiny_config(fake_roots)
-    c.data.batch_size = 8
-    c.optimizer.eps = 1.0
-    loader = make_vae_loader(c.data)
-    host = VaeBatch.from_sample(next(loader))
-    p0, p1, m1 = one_step(c, make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, num_devices=1), host)
-    q0, q1, m8 = one_step(c, make_mesh({"data": 4, "fsdp": 2, "tensor": 1}), host)
-    for name in ("total", "grad_norm", "rgb_l1/1"):
-        np.testing.assert_allclose(m1[name], m8[name], rtol=1e-5, err_msg=name)
-    for a0, a1, b0, b1 in zip(*map(jax.tree.leaves, (p0, p1, q0, q1)), strict=True):
-        np.testing.assert_array_equal(a0, b0)  # the same initial parameters
-        update_1, update_8 = a1 - a0, b1 - b0
-        scale = max(float(np.max(np.abs(update_1))), 1e-12)
-        assert float(np.max(np.abs(update_1 - update_8))) / scale <= 1e-5
-
-
-def final_state(workdir, config, step=None):
-    """(step, state) of a checkpoint of workdir (the latest by default)."""
-    ckpt = Checkpointer(workdir / "checkpoints")
-    step = ckpt.latest_step() if step is None else step
-    task, optimizer = VaeTask(config), make_optimizer(config.optimizer)
-    mesh = make_mesh(config.mesh.shape, num_devices=config.mesh.num_devices)
-    with rules_context(mesh, None):
-        abstract, _ = abstract_train_state(task, optimizer, mesh, None, jax.random.key(9))
-    return step, jax.device_get(ckpt.restore(step, abstract))
-
-
-def with_gan(config, start_step):
-    config.loss.use_adversarial = True
-    config.loss.adversarial = 0.1
-    config.loss.adversarial_start_step = start_step
-    config.discriminator.base_channels, config.discriminator.norm_groups = 8, 4
-    return config
-
-
-def test_resume_matches_uninterrupted_run(fake_roots, tmp_path):
-    """With the PatchGAN term on, so that the discriminator and its optimiser state are part of
-    what a checkpoint must carry (the plain path is covered by the smoke and NaN tests)."""
-    full = with_gan(tiny_config(fake_roots, total_steps=4, checkpoint_every_steps=2), 1)
-    train_and_evaluate(VaeTask(full), full, tmp_path / "full")
-    killed = with_gan(tiny_config(fake_roots, total_steps=2, checkpoint_every_steps=2), 1)
-    # The "killed" run stops after its checkpoint; restarted, it resumes at step 2.
-    train_and_evaluate(VaeTask(killed), killed, tmp_path / "split")
-    train_and_evaluate(VaeTask(full), full, tmp_path / "split")
-    step_a, state_a = final_state(tmp_path / "full", full)
-    step_b, state_b = final_state(tmp_path / "split", full)
-    assert step_a == step_b == 4
-    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
-        np.testing.assert_array_equal(a, b)
-    # The discriminator trained (from step 1 on) and the generator saw its term.
-    _, state_2 = final_state(tmp_path / "full", full, step=2)
-    # extra = (discriminator params, its optimiser state)
-    for a, b in zip(*map(jax.tree.leaves, (state_a.extra[0], state_2.extra[0])), strict=True):
-        assert np.any(a != b)
-    records = read_jsonl(tmp_path / "split" / "metrics.jsonl")
-    assert [r["step"] for r in records] == [2, 4]
-    for name in ("gan/generator", "gan/discriminator", "gan/real_logits", "gan/fake_logits"):
-        assert np.isfinite(records[-1][name]), name
 
 
 def test_nan_stops_and_keeps_the_last_checkpoint(fake_roots, tmp_path):
