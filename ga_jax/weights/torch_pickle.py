@@ -14,10 +14,13 @@ formats exist (../shared/notes/pretrained_weights_and_samplers.md section 8):
   object, so tensors are rebuilt lazily once every storage has been read.
 
 Unpickling is restricted: ``find_class`` resolves only ``collections.OrderedDict``,
-``torch._utils._rebuild_tensor{,_v2}``, ``torch._utils._rebuild_parameter`` and the
-``torch.<X>Storage`` type names. Any other global (``os.system``, a pickled ``nn.Module``, ...)
-is refused with an error naming the file and the global, so loading a file never runs its code,
-unlike ``torch.load(weights_only=False)``.
+``torch._utils._rebuild_tensor{,_v2}``, ``torch._utils._rebuild_parameter``, the
+``torch.<X>Storage`` type names, and numpy scalars of numeric dtypes (``numpy.dtype``,
+``numpy[._]core.multiarray.scalar`` and the ``_codecs.encode(text, "latin1")`` that protocol 2
+writes their bytes with: training scripts store metrics such as accuracies beside the state
+dict, e.g. Point-E's PointNet++ checkpoint). Any other global (``os.system``, a pickled
+``nn.Module``, ...) is refused with an error naming the file and the global, so loading a
+file never runs its code, unlike ``torch.load(weights_only=False)``.
 
 ``save`` writes the zip format for format-faithful random-weight fixtures in tests: a protocol-2
 pickle emitted opcode by opcode, so no stand-in ``torch`` module has to be put in ``sys.modules``.
@@ -143,10 +146,35 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _rebuild_parameter
         if module == "torch" and name in STORAGE_DTYPES:
             return _StorageType(name)
+        if (module, name) == ("numpy", "dtype"):
+            return np.dtype
+        if (module, name) == ("_codecs", "encode"):
+            return self._latin1_bytes
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "scalar":
+            return self._numpy_scalar
         raise ForbiddenGlobalError(
             f"{self._path}: refusing to unpickle global '{module}.{name}'; only tensors, storages "
             "and OrderedDict are allowed (this reader loads plain state dicts, never code)"
         )
+
+    def _latin1_bytes(self, text: Any, encoding: Any = None) -> bytes:
+        """Protocol 2's spelling of a bytes object: _codecs.encode(text, 'latin1')."""
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+            raise ForbiddenGlobalError(
+                f"{self._path}: refusing _codecs.encode({type(text).__name__}, {encoding!r}); "
+                "only the latin1 bytes of protocol 2 are allowed"
+            )
+        return text.encode("latin1")
+
+    def _numpy_scalar(self, dtype: Any, data: Any = None) -> np.generic:
+        """numpy's scalar(dtype, bytes) for numeric dtypes only (an object dtype would carry
+        an arbitrary pickled object)."""
+        if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
+            raise ForbiddenGlobalError(
+                f"{self._path}: refusing a numpy scalar of dtype {dtype!r}; only numeric scalars "
+                "are allowed"
+            )
+        return np.frombuffer(data, dtype=dtype, count=1)[0]
 
     def persistent_load(self, pid: Any) -> _StorageRef:
         # zip: ('storage', type, key, location, numel); legacy adds view metadata

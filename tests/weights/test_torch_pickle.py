@@ -273,6 +273,18 @@ def test_refuses_module_and_numpy_globals(tmp_path: Path):
         torch_pickle.load(path)
 
 
+def test_numeric_numpy_scalars_beside_the_state_dict_read(tmp_path: Path):
+    """Checkpoints that store metrics as numpy scalars (e.g. {"instance_acc": np.float64})."""
+    path = tmp_path / "with_metrics.pth"
+    checkpoint = {"epoch": 3, "instance_acc": np.float64(0.875), "best": np.int32(-7)}
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps(checkpoint, protocol=2))
+        archive.writestr("archive/byteorder", "little")
+    loaded = torch_pickle.load(path)
+    assert loaded == checkpoint
+    assert type(loaded["instance_acc"]) is np.float64 and type(loaded["best"]) is np.int32
+
+
 def test_missing_and_non_torch_files(tmp_path: Path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(FileNotFoundError, match="nope.pth"):
