@@ -31,6 +31,7 @@ from ga_jax.evaluation.features.inception import (
     preprocess_fid_images,
 )
 from ga_jax.weights import torch_pickle
+from tests.fixtures.golden import read_golden, with_batch_norm_counters
 from tests.fixtures.make_inception_golden import SEED, seeded_state_dict
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inception_golden"
@@ -44,24 +45,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def full_torch_shapes() -> dict[str, tuple[int, ...]]:
-    """pytorch-fid's state-dict layout as our loader describes it, BN counters added."""
-    shapes = dict(inception.torch_state_shapes())
-    for key in list(shapes):
-        if key.endswith(".bn.running_var"):
-            shapes[key.replace("running_var", "num_batches_tracked")] = ()
-    return shapes
-
-
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
-    with np.load(GOLDEN) as npz:
-        return {k: npz[k] for k in npz.files}
+    return read_golden(GOLDEN)
 
 
 @pytest.fixture(scope="module")
 def state() -> dict[str, np.ndarray]:
-    return seeded_state_dict(full_torch_shapes(), SEED)
+    return seeded_state_dict(with_batch_norm_counters(inception.torch_state_shapes()), SEED)
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ from ga_jax.evaluation.features.pointnet2 import (
     pointnet_features,
 )
 from ga_jax.weights import torch_pickle
+from tests.fixtures.golden import read_golden, with_batch_norm_counters
 from tests.fixtures.make_pointnet2_golden import (
     NUM_BATCHES_TRACKED,
     POINT_E_COMMIT,
@@ -57,24 +58,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def full_torch_shapes() -> dict[str, tuple[int, ...]]:
-    """Point-E's model_state_dict layout as our loader describes it, BN counters added."""
-    shapes = dict(pointnet2.torch_state_shapes())
-    for key in list(shapes):
-        if key.endswith("running_var"):
-            shapes[key.replace("running_var", "num_batches_tracked")] = ()
-    return shapes
-
-
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
-    with np.load(GOLDEN) as npz:
-        return {k: npz[k] for k in npz.files}
+    return read_golden(GOLDEN)
 
 
 @pytest.fixture(scope="module")
 def state() -> dict[str, np.ndarray]:
-    return seeded_state_dict(full_torch_shapes(), SEED)
+    return seeded_state_dict(with_batch_norm_counters(pointnet2.torch_state_shapes()), SEED)
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ import numpy as np
 from jax import lax
 
 from ga_jax.weights import torch_pickle
+from ga_jax.weights.state_dict import convert_state_dict
 
 FEATURE_DIM = 2048  # the global average pool, the FID/KID feature
 NUM_LOGITS = 1008
@@ -403,37 +404,20 @@ def convert_fid_inception_state(state: Mapping[str, Any], source: str = "state d
     Raises ValueError naming ``source`` and the keys for missing, unexpected or mis-shaped
     tensors, so a torchvision (1000-class) or a truncated file is refused, not half-loaded.
     """
-    layout = _param_layout()
-    missing = [k for k in layout if k not in state]
-    extra = sorted(k for k in state if k not in layout and not k.endswith(".num_batches_tracked"))
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_some(missing)}")
-    if extra:
-        problems.append(f"unexpected keys {_some(extra)}")
-    for key, (_, shape) in layout.items():
-        if key in state and tuple(np.shape(state[key])) != shape:
-            problems.append(f"'{key}' has shape {tuple(np.shape(state[key]))}, expected {shape}")
-    if problems:
-        raise ValueError(
-            f"{source}: not pytorch-fid's FID Inception state dict ({WEIGHTS_FILE}): "
-            + "; ".join(problems)
-        )
-    params: Params = {}
-    for key, (path, _) in layout.items():
-        value = np.asarray(state[key], np.float32)
-        if path[-1] == "kernel":
-            value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
-        node = params
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = jnp.asarray(value)
-    return params
+    return convert_state_dict(
+        state,
+        _param_layout(),
+        source=source,
+        expected=f"pytorch-fid's FID Inception state dict ({WEIGHTS_FILE})",
+        transform=_to_linen,
+    )
 
 
-def _some(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(f"'{k}'" for k in keys[:limit])
-    return f"[{shown}{f', ... ({len(keys)} in all)' if len(keys) > limit else ''}]"
+def _to_linen(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+    """Conv kernels OIHW -> HWIO and the fc weight [out, in] -> [in, out]."""
+    if path[-1] != "kernel":
+        return value
+    return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
 
 
 def load_fid_inception(path: str | os.PathLike) -> Params:

@@ -61,6 +61,7 @@ from jax import lax
 
 from ga_jax.evaluation.features.inception import FrozenBatchNorm
 from ga_jax.weights import torch_pickle
+from ga_jax.weights.state_dict import convert_state_dict, some_keys
 
 FEATURE_DIM = 512  # bn2's output, the P-FID/P-KID feature
 POOL_DIM = 2048  # sa3's global max pool
@@ -321,37 +322,21 @@ def convert_pointe_pointnet_state(state: Mapping[str, Any], source: str = "state
     tensors, so another width, class count or normal-channel variant is refused, not
     half-loaded.
     """
-    layout = _param_layout()
-    missing = [k for k in layout if k not in state]
-    extra = sorted(k for k in state if k not in layout and not k.endswith(".num_batches_tracked"))
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_some(missing)}")
-    if extra:
-        problems.append(f"unexpected keys {_some(extra)}")
-    for key, (_, shape) in layout.items():
-        if key in state and tuple(np.shape(state[key])) != shape:
-            problems.append(f"'{key}' has shape {tuple(np.shape(state[key]))}, expected {shape}")
-    if problems:
-        raise ValueError(
-            f"{source}: not Point-E's PointNet++ classifier (width_mult={WIDTH_MULT}, "
-            f"{NUM_CLASSES} classes, xyz only; {WEIGHTS_FILE}): " + "; ".join(problems)
-        )
-    params: Params = {}
-    for key, (path, _) in layout.items():
-        value = np.asarray(state[key], np.float32)
-        if path[-1] == "kernel":
-            value = value.reshape(value.shape[:2]).T  # [out, in(, 1, 1)] -> [in, out]
-        node = params
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = jnp.asarray(value)
-    return params
+    return convert_state_dict(
+        state,
+        _param_layout(),
+        source=source,
+        expected=(
+            f"Point-E's PointNet++ classifier (width_mult={WIDTH_MULT}, {NUM_CLASSES} classes, "
+            f"xyz only; {WEIGHTS_FILE})"
+        ),
+        transform=_to_linen,
+    )
 
 
-def _some(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(f"'{k}'" for k in keys[:limit])
-    return f"[{shown}{f', ... ({len(keys)} in all)' if len(keys) > limit else ''}]"
+def _to_linen(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+    """1x1 conv and linear weights [out, in(, 1, 1)] -> [in, out]."""
+    return value.reshape(value.shape[:2]).T if path[-1] == "kernel" else value
 
 
 def load_pointe_pointnet(path: str | os.PathLike) -> Params:
@@ -369,7 +354,7 @@ def load_pointe_pointnet(path: str | os.PathLike) -> Params:
     checkpoint = torch_pickle.load(path)
     state = checkpoint.get("model_state_dict")
     if not isinstance(state, Mapping):
-        found = _some(sorted(str(k) for k in checkpoint))
+        found = some_keys(sorted(str(k) for k in checkpoint))
         raise ValueError(
             f"{path}: expected Point-E's checkpoint, a dict with a 'model_state_dict' entry "
             f"holding the network's state dict ({WEIGHTS_FILE}); its top-level keys are {found}"
