@@ -14,6 +14,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from ga_jax.weights.model_files import unflatten_params
+
 Layout = Mapping[str, tuple[tuple[str, ...], tuple[int, ...]]]
 
 
@@ -46,10 +48,9 @@ def convert_state_dict(
             problems.append(f"'{key}' has shape {tuple(np.shape(state[key]))}, expected {shape}")
     if problems:
         raise ValueError(f"{source}: not {expected}: " + "; ".join(problems))
-    params: dict[str, Any] = {}
-    for key, (path, _) in layout.items():
-        node = params
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = jnp.asarray(transform(path, np.asarray(state[key], np.float32)))
-    return params
+    return unflatten_params(
+        {
+            "/".join(path): jnp.asarray(transform(path, np.asarray(state[key], np.float32)))
+            for key, (path, _) in layout.items()
+        }
+    )
