@@ -9,6 +9,9 @@
     python -m launch.eval_generation --task=text --models=ga_jax/pretrained/synthetic \
         --heldout=... --train_fps_root=... --out=outputs/eval_shipped --record
 
+--task=captions generates one object from each held-out object's caption and also writes it
+as a sample directory <out>/samples/<instance_id>/, the generated set of launch.evaluate.
+
 Writes <out>/<task>.json (every row and the summary) and <out>/<task>.md; the judges are
 built once from the training objects and cached in <out>/judges.npz. --models takes a models
 directory instead of --vae/--stage1/--stage2 (the image task uses its image stages, every
@@ -17,6 +20,7 @@ directory's manifest ("measurements") and the judges file is copied beside the m
 that what was measured ships with the weights.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -52,6 +56,11 @@ _TRAIN_OBJECTS = flags.DEFINE_integer("train_objects", 1000, "training objects t
 _SEEDS = flags.DEFINE_integer("seeds", 4, "seeds per seen prompt (text)")
 _HELDOUT_SEEDS = flags.DEFINE_integer("heldout_seeds", 8, "seeds per held-out prompt (text)")
 _BACKEND = flags.DEFINE_string("backend", "native", "renderer for the judge views")
+_STAGE_GUIDANCE = flags.DEFINE_multi_string(
+    "stage_guidance",
+    [],
+    "STAGE=SCALE: sample that stage (1 or 2) with this guidance scale instead of its model's",
+)
 _OUT = flags.DEFINE_string("out", None, "output directory")
 flags.mark_flags_as_required(["task", "heldout", "train_fps_root", "out"])
 
@@ -68,6 +77,21 @@ def load_pipeline() -> Pipeline:
     if _RECORD.value:
         raise app.UsageError("--record needs --models (the directory whose manifest it writes)")
     return Pipeline.from_runs(*runs)
+
+
+def override_guidance(pipeline: Pipeline, settings: list[str]) -> None:
+    for setting in settings:
+        stage, _, scale = setting.partition("=")
+        if stage not in ("1", "2") or not scale:
+            raise app.UsageError(f"--stage_guidance={setting!r}: expected 1=SCALE or 2=SCALE")
+        try:
+            value = float(scale)
+        except ValueError:
+            raise app.UsageError(
+                f"--stage_guidance={setting!r}: {scale!r} is not a number"
+            ) from None
+        stages = pipeline.stages
+        stages[int(stage)] = dataclasses.replace(stages[int(stage)], guidance_scale=value)
 
 
 def record(summary: dict, judges_file: str) -> None:
@@ -96,6 +120,7 @@ def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
     pipeline = load_pipeline()
+    override_guidance(pipeline, _STAGE_GUIDANCE.value)
     judges = build_judges(
         _TRAIN_FPS.value,
         seed=_TRAIN_SEED.value,

@@ -421,6 +421,41 @@ def image_to_3d(
     return rows
 
 
+def captions_to_3d(
+    pipeline,
+    judges: Judges,
+    latents,
+    samples_dir: str | Path,
+    *,
+    seed: int = 0,
+    backend: str = "xla",
+    progress: bool = True,
+):
+    """Text to 3D from each held-out object's own caption (sample 0 of `seed`), written as a
+    sample directory <samples_dir>/<instance_id>/ (named like the object, so that the metric
+    job pairs it with its ground truth: launch.evaluate) and judged against the caption."""
+    from ga_jax.pipeline.sample_files import write_sample  # noqa: PLC0415 - pipeline layer
+
+    rows = []
+    for i in range(len(latents)):
+        item = latents[i]
+        caption = str(item["caption"])
+        t0 = time.perf_counter()
+        sample = pipeline.run(prompt=caption, seed=seed).sample(0)
+        seconds = time.perf_counter() - t0
+        write_sample(Path(samples_dir) / item["instance_id"], sample, size=128, backend=backend)
+        expected = {
+            **expected_words(caption),
+            "instance_id": item["instance_id"],
+            "caption": caption,
+        }
+        row = judge_generation(judges, sample.cloud.xyz, sample.surfels, expected, backend=backend)
+        rows.append({**row, "seconds": seconds})
+        if progress:
+            log.info("captions to 3D: %d/%d objects", i + 1, len(latents))
+    return rows
+
+
 def _views_psnr(surfels: Surfels, chunk, size: int, backend: str) -> float:
     cameras = Cameras.from_rows(jnp.asarray(chunk.cameras), size, size)
     out = render_surfels(jax.tree.map(jnp.asarray, surfels), cameras, jnp.ones(3), backend=backend)
@@ -608,7 +643,7 @@ def sample_grid(
 # --------------------------------------------------------------------------------------------
 # The job: one task per call, JSON + markdown under `out`
 
-TASKS = ("ceilings", "text", "image", "points", "nfe", "edit", "grid")
+TASKS = ("ceilings", "text", "image", "points", "nfe", "edit", "grid", "captions")
 EDIT_PROMPTS = 32  # two-part prompts of the edit task (seeds per prompt: the job's `seeds`)
 
 # The quality-versus-NFE sweep: (name, sampler fields); each runs plain and with the
@@ -722,6 +757,9 @@ def run_generation_eval(
         rows = image_to_3d(pipeline, judges, heldout, backend=backend)
         summary = summarise(rows)
         summary["all"]["mean_chamfer"] = float(np.mean([r["chamfer"] for r in rows]))
+    elif task == "captions":
+        rows = captions_to_3d(pipeline, judges, heldout, out / "samples", backend=backend)
+        summary = summarise(rows)
     elif task == "nfe":
         prompts = [p for p in single_part_prompts() if not p["heldout"]][::2]
         rows = nfe_sweep(pipeline, judges, prompts, seeds, backend=backend)
