@@ -4,7 +4,8 @@ ga_jax/evaluation/evaluators.py).
 
     python -m launch.evaluate --config=configs/eval/synthetic.py \
         --config.generated.root=outputs/heldout_samples --workdir=outputs/eval_metrics
-    python -m launch.evaluate --config=configs/eval/synthetic.py:tiny ...   # tests
+    python -m launch.evaluate --config=configs/eval/synthetic.py:dinov2 ...  # + FD/KD-DINOv2
+    python -m launch.evaluate --config=configs/eval/synthetic.py:tiny ...    # tests
 
 Fields:
     name                  the report's title
@@ -17,7 +18,7 @@ Fields:
     networks.<kind>       weights: a local file in the format users have (pytorch-fid's
                           pt_inception-2015-12-05-6726825d.pth, pyiqa's
                           musiq_koniq_ckpt-e95806b9.pth or the original koniq_ckpt.npz,
-                          Point-E's pointnet.pt); '' =
+                          Point-E's pointnet.pt, DINOv2 with registers' model.safetensors); '' =
                           seeded random weights (seed), reported as a plumbing check
     evals.<name>          type (an evaluator) and its options
     batch_objects         objects per feature-network call (one compiled shape; the batch is
@@ -63,17 +64,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.evals = ml_collections.ConfigDict(
         dict(
-            fid=dict(type="fid"),
-            kid=dict(type="kid", subsets=100, subset_size=100, seed=2020),
+            fid=dict(type="frechet", features="inception"),
+            kid=dict(type="kid", features="inception", subsets=100, subset_size=100, seed=2020),
             musiq=dict(type="musiq"),
-            p_fid=dict(type="p_fid"),
-            p_kid=dict(type="p_kid", subsets=100, subset_size=32, seed=2020),
+            p_fid=dict(type="frechet", features="pointnet"),
+            p_kid=dict(type="kid", features="pointnet", subsets=100, subset_size=32, seed=2020),
             cov_mmd=dict(type="cov_mmd", points=1024, distance="chamfer", variant="squared_sum"),
             geometry=dict(type="geometry", points=4096, tau=0.01),
         )
     )
     c.batch_objects = 8
-    if arg == "tiny":  # tests: few objects, small views
+    variants = [v for v in (arg or "").split(",") if v]
+    unknown = sorted(set(variants) - {"tiny", "dinov2"})
+    if unknown:
+        raise ValueError(f"configs/eval/synthetic.py: variants: tiny, dinov2; got {unknown}")
+    if "dinov2" in variants:  # ViT-L at 224 px: ~30x Inception's cost per view
+        c.networks.dinov2 = dict(weights="", seed=0, preset="large", image_size=224)
+        c.evals.fd_dinov2 = dict(type="frechet", features="dinov2")
+        c.evals.kd_dinov2 = dict(type="kid", features="dinov2", subsets=100, subset_size=100)
+    if "tiny" in variants:  # tests: few objects, small views
         c.protocol.views = 2
         c.protocol.resolution = 32
         c.protocol.points = 512
@@ -84,6 +93,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.evals.cov_mmd.points = 128
         c.evals.geometry.points = 512
         c.batch_objects = 2
-    elif arg not in (None, ""):
-        raise ValueError(f"configs/eval/synthetic.py: variants: tiny; got {arg!r}")
+        if "dinov2" in variants:
+            c.networks.dinov2.preset = "tiny"
+            c.networks.dinov2.image_size = 28
+            c.evals.kd_dinov2.subset_size = 3
     return c

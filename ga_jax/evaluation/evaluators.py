@@ -6,19 +6,22 @@ Feature extractors (`FEATURES`), each cached per object (ga_jax/evaluation/featu
 
   cloud      the object's cloud by the render protocol ([points, 3]; no network)
   inception  pytorch-fid's FID Inception-v3 pool features of the object's views [V, 2048]
+  dinov2     DINOv2 ViT-L/14 (with registers; the image condition's module) CLS features [V,
+             1024] at [image_size] px (224: the protocol of Stein et al. 2023's FD-DINOv2)
   musiq      pyiqa's MUSIQ score [V] (KonIQ MOS with the KonIQ weights) and cls feature of
              each view
   pointnet   Point-E's PointNet++ P-FID feature [512] and log-probabilities [40] of its cloud
              (FPS start 0 for every cloud: Point-E starts at the cloud's position in its
              64-cloud batch, which would tie a feature to the batch it was computed in)
 
-Evaluators (`EVALUATORS`, the `type` of a `config.evals` entry; options in brackets):
+Evaluators (`EVALUATORS`, the `type` of a `config.evals` entry; options in brackets). The
+paper's names are entries of one type: FID = frechet on inception, P-FID = frechet on
+pointnet, FD-DINOv2 = frechet on dinov2, and likewise KID, P-KID, KD-DINOv2:
 
-  fid       Frechet distance of generated vs reference inception features (every view)
-  kid       KID x 100, torch-fidelity's subsets [subsets, subset_size, seed]
+  frechet   Frechet distance of generated vs reference [features] (a view network: one row per
+            view; pointnet: one per object)
+  kid       KID x 100 of [features], torch-fidelity's subsets [subsets, subset_size, seed]
   musiq     mean MUSIQ score of the generated views (and, beside it, of the reference views)
-  p_fid     Frechet distance of pointnet features (one per object)
-  p_kid     KID x 100 of pointnet features [subsets, subset_size, seed]
   cov_mmd   COV (%) and MMD x 1000 between the sets' clouds, FPS'd to [points], under the
             Chamfer [variant] (or exact EMD with distance="emd", for small [points])
   geometry  pairs matched by name: CD-L1 x 1000 (the "l2_mean" Chamfer) and F-score at [tau]
@@ -150,6 +153,31 @@ def _inception(config, mesh: Mesh) -> FeatureNetwork:
     return _network("inception", "views", config, load, forward, mesh)
 
 
+def _dinov2(config, mesh: Mesh) -> FeatureNetwork:
+    from ga_jax.models.conditioning.dinov2 import PRESETS, Dinov2, read_safetensors
+    from ga_jax.models.conditioning.images import prepare_images
+
+    module = Dinov2(**PRESETS[config.get("preset", "large")])
+    size = int(config.get("image_size", 224))
+
+    def prepare(images):
+        return prepare_images(images, size, "dinov2")
+
+    def load():
+        if config.weights:
+            return read_safetensors(config.weights, module)
+        x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+        abstract = jax.eval_shape(module.init, jax.random.key(0), x)["params"]
+        return he_random_params(abstract, config.seed)
+
+    def forward(params, images):
+        return {"features": module.apply({"params": params}, images)[1]}
+
+    network = _network("dinov2", "views", config, load, forward, mesh)
+    network.prepare = prepare
+    return network
+
+
 def _musiq(config, mesh: Mesh) -> FeatureNetwork:
     from ga_jax.evaluation.features.musiq import (
         MUSIQ,
@@ -210,6 +238,7 @@ def _network(kind, source, config, load, forward, mesh) -> FeatureNetwork:
 # kind -> builder(network config, mesh); "cloud" is computed by the job itself.
 FEATURES: dict[str, Callable[[Any, Mesh], FeatureNetwork] | None] = {
     "cloud": None,
+    "dinov2": _dinov2,
     "inception": _inception,
     "musiq": _musiq,
     "pointnet": _pointnet,
@@ -247,8 +276,9 @@ class EvalData:
         return np.asarray(g, np.int64), np.asarray(r, np.int64)
 
 
-# type -> (needed feature kinds, function(spec, data) -> result dict)
-EVALUATORS: dict[str, tuple[tuple[str, ...], Callable[[Any, EvalData], dict[str, Any]]]] = {}
+# type -> (needed feature kinds, or a function of the spec giving them; function(spec, data)
+# -> result dict)
+EVALUATORS: dict[str, tuple[Any, Callable[[Any, EvalData], dict[str, Any]]]] = {}
 
 
 def register(name: str, needs: tuple[str, ...]):
@@ -264,42 +294,43 @@ def _rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, x.shape[-1])
 
 
-def _frechet(gen: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+def _feature_kind(spec) -> tuple[str, ...]:
+    return (spec.get("features", "inception"),)
+
+
+@register("frechet", _feature_kind)
+def _frechet_eval(spec, data: EvalData) -> dict[str, Any]:
+    kind = spec.get("features", "inception")
+    gen = _rows(data.stacked("generated", kind, "features"))
+    ref = _rows(data.stacked("reference", kind, "features"))
     value = frechet_distance_of_features(gen, ref)
-    return {"value": value, "display": f"{value:.2f}", "count": [len(gen), len(ref)]}
-
-
-def _kid(spec, gen: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
-    mean, std = kid(
-        gen,
-        ref,
-        subsets=spec.get("subsets", 100),
-        subset_size=spec.get("subset_size", 1000),
-        seed=spec.get("seed", 2020),
+    per = (
+        "view" if gen.shape[0] > data.stacked("generated", kind, "features").shape[0] else "object"
     )
+    return {
+        "value": value,
+        "display": f"{value:.3f}",
+        "count": [len(gen), len(ref)],
+        "protocol": f"{kind} features, one per {per}",
+    }
+
+
+@register("kid", _feature_kind)
+def _kid_eval(spec, data: EvalData) -> dict[str, Any]:
+    kind = spec.get("features", "inception")
+    gen = _rows(data.stacked("generated", kind, "features"))
+    ref = _rows(data.stacked("reference", kind, "features"))
+    subsets, size = spec.get("subsets", 100), spec.get("subset_size", 1000)
+    seed = spec.get("seed", 2020)
+    mean, std = kid(gen, ref, subsets=subsets, subset_size=size, seed=seed)
     return {
         "value": mean * 100,
         "std": std * 100,
         "scale": "x100",
         "display": f"{mean * 100:.3f} +- {std * 100:.3f}",
         "count": [len(gen), len(ref)],
-        "protocol": f"{spec.get('subsets', 100)} subsets of {spec.get('subset_size', 1000)}, "
-        f"seed {spec.get('seed', 2020)}",
+        "protocol": f"{kind} features; {subsets} subsets of {size}, seed {seed}",
     }
-
-
-@register("fid", ("inception",))
-def _fid_eval(spec, data: EvalData) -> dict[str, Any]:
-    gen = _rows(data.stacked("generated", "inception", "features"))
-    ref = _rows(data.stacked("reference", "inception", "features"))
-    return {**_frechet(gen, ref), "protocol": "Inception pool features of every view"}
-
-
-@register("kid", ("inception",))
-def _kid_eval(spec, data: EvalData) -> dict[str, Any]:
-    gen = _rows(data.stacked("generated", "inception", "features"))
-    ref = _rows(data.stacked("reference", "inception", "features"))
-    return _kid(spec, gen, ref)
 
 
 @register("musiq", ("musiq",))
@@ -313,20 +344,6 @@ def _musiq_eval(spec, data: EvalData) -> dict[str, Any]:
         "count": [gen.size, ref.size],
         "protocol": "mean over every view, no reference needed",
     }
-
-
-@register("p_fid", ("pointnet",))
-def _p_fid_eval(spec, data: EvalData) -> dict[str, Any]:
-    gen = data.stacked("generated", "pointnet", "features")
-    ref = data.stacked("reference", "pointnet", "features")
-    return {**_frechet(gen, ref), "protocol": "PointNet++ features, one per cloud"}
-
-
-@register("p_kid", ("pointnet",))
-def _p_kid_eval(spec, data: EvalData) -> dict[str, Any]:
-    gen = data.stacked("generated", "pointnet", "features")
-    ref = data.stacked("reference", "pointnet", "features")
-    return _kid(spec, gen, ref)
 
 
 def _subsample(clouds: np.ndarray, points: int) -> np.ndarray:

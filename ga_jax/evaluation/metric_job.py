@@ -28,6 +28,7 @@ from jax.sharding import Mesh
 from ga_jax.evaluation.evaluators import (
     DATA_AXIS,
     EVALUATORS,
+    FEATURES,
     EvalData,
     FeatureNetwork,
     build_network,
@@ -62,7 +63,13 @@ def _needed_kinds(evals) -> dict[str, tuple[str, ...]]:
             raise ValueError(
                 f"evals.{name}.type: expected one of {sorted(EVALUATORS)}, got {kind!r}"
             )
-        needs[name] = EVALUATORS[kind][0]
+        kinds = EVALUATORS[kind][0]
+        needs[name] = tuple(kinds(spec) if callable(kinds) else kinds)
+        unknown = [k for k in needs[name] if k not in FEATURES]
+        if unknown:
+            raise ValueError(
+                f"evals.{name}.features: expected one of {sorted(FEATURES)}, got {unknown[0]!r}"
+            )
     return needs
 
 

@@ -54,7 +54,11 @@ def _object_index(sources, num_surfels: int) -> tuple[list[np.ndarray], list[np.
 
 
 def fit_free_surfels(
-    config: Any, *, num_surfels: int = 4096, steps: int = 200, lr: float = 0.01,
+    config: Any,
+    *,
+    num_surfels: int = 4096,
+    steps: int = 200,
+    lr: float = 0.01,
     log_every: int = 50,
 ) -> dict[str, float]:
     """Fit, evaluate, return {'psnr', 'ssim', 'psnr_novel', 'ssim_novel', 'train_psnr'}."""
@@ -124,7 +128,11 @@ def fit_free_surfels(
             rate = step / (time.time() - start)
             logging.info(
                 "free surfels: step %d/%d  loss %.4f  train psnr %.2f  %.2f steps/s  ETA %.0f s",
-                step, steps, float(loss), np.mean(recent[-log_every:]), rate,
+                step,
+                steps,
+                float(loss),
+                np.mean(recent[-log_every:]),
+                rate,
                 (steps - step) / rate,
             )
     values: dict[str, list[float]] = {}

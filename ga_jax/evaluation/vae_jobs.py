@@ -155,7 +155,8 @@ def evaluate_reconstruction(
     lines = [
         f"Reconstruction of held-out views, checkpoint step {step}, "
         f"{result['render_size']} px (h: {latent}"
-        + ("" if noise_std is None else " + noise") + ")",
+        + ("" if noise_std is None else " + noise")
+        + ")",
         "",
         "Novel = the views of the half the encoder did not see; all = novel + encoded views.",
         "",

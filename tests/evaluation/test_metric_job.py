@@ -57,7 +57,7 @@ def sets(tmp_path_factory):
         surfels = sphere_surfels(t["centre"] + 0.02, t["radius"] * 1.1, (0.8, 0.2, 0.2), 700, rng)
         (generated / name).mkdir(parents=True)
         write_surfel_ply(generated / name / "surfels.ply", surfels)
-    config = get_config("tiny")
+    config = get_config("tiny,dinov2")
     config.generated.root = str(generated)
     config.reference.fps_root = str(fps)
     config.reference.gbuffer_root = str(gbuffer)
@@ -76,9 +76,10 @@ def test_first_run_reports_every_metric(first_run, sets):
     assert report["plumbing_check"].startswith("PLUMBING CHECK")
     assert report["generated"]["used"] == OBJECTS and report["reference"]["used"] == OBJECTS
     assert report["problems"] == []
-    for kind in ("cloud", "inception", "musiq", "pointnet"):
+    for kind in ("cloud", "dinov2", "inception", "musiq", "pointnet"):
         assert report["features"][kind] == {"computed": 2 * OBJECTS, "cached": 0}
-    for name in ("fid", "kid", "musiq", "p_fid", "p_kid", "cov_mmd", "geometry"):
+    names = ("fid", "kid", "musiq", "p_fid", "p_kid", "cov_mmd", "geometry", "fd_dinov2")
+    for name in names + ("kd_dinov2",):
         assert "error" not in report["metrics"][name], report["metrics"][name]
     assert np.isfinite(report["metrics"]["fid"]["value"])
     # Each object's views: 2 views x 4 objects per side.
@@ -164,7 +165,9 @@ def test_corrupt_and_incomplete_samples_are_reported(first_run, sets, tmp_path):
 def test_kid_on_too_few_objects_is_reported_not_fatal(sets, tmp_path):
     config, workdir, _ = sets
     config = config.copy_and_resolve_references()
-    config.evals = {"p_kid": dict(type="p_kid", subsets=2, subset_size=OBJECTS + 1)}
+    config.evals = {
+        "p_kid": dict(type="kid", features="pointnet", subsets=2, subset_size=OBJECTS + 1)
+    }
     report = run_evaluation(config, workdir)
     assert "fewer than subset_size" in report["metrics"]["p_kid"]["error"]
 
@@ -174,6 +177,9 @@ def test_bad_config_names_the_field(sets, tmp_path):
     config = config.copy_and_resolve_references()
     config.evals = {"x": dict(type="no_such_metric")}
     with pytest.raises(ValueError, match="evals.x.type"):
+        run_evaluation(config, tmp_path)
+    config.evals = {"y": dict(type="frechet", features="vgg")}
+    with pytest.raises(ValueError, match="evals.y.features"):
         run_evaluation(config, tmp_path)
     config = get_config("tiny")
     config.protocol.views = 0
