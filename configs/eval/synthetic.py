@@ -18,7 +18,8 @@ Fields:
     networks.<kind>       weights: a local file in the format users have (pytorch-fid's
                           pt_inception-2015-12-05-6726825d.pth, pyiqa's
                           musiq_koniq_ckpt-e95806b9.pth or the original koniq_ckpt.npz,
-                          Point-E's pointnet.pt, DINOv2 with registers' model.safetensors); '' =
+                          Point-E's pointnet.pt, DINOv2 with registers' model.safetensors,
+                          the LPIPS npz of launch.convert_lpips); '' =
                           seeded random weights (seed), reported as a plumbing check
     evals.<name>          type (an evaluator) and its options
     batch_objects         objects per feature-network call (one compiled shape; the batch is
@@ -60,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             inception=dict(weights="", seed=0),
             musiq=dict(weights="", seed=0),
             pointnet=dict(weights="", seed=0),
+            lpips=dict(weights="", seed=0),
         )
     )
     c.evals = ml_collections.ConfigDict(
@@ -71,6 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             p_kid=dict(type="kid", features="pointnet", subsets=100, subset_size=32, seed=2020),
             cov_mmd=dict(type="cov_mmd", points=1024, distance="chamfer", variant="squared_sum"),
             geometry=dict(type="geometry", points=4096, tau=0.01),
+            reconstruction=dict(type="reconstruction"),
         )
     )
     c.batch_objects = 8

@@ -24,6 +24,8 @@ pointnet, FD-DINOv2 = frechet on dinov2, and likewise KID, P-KID, KD-DINOv2:
   musiq     mean MUSIQ score of the generated views (and, beside it, of the reference views)
   cov_mmd   COV (%) and MMD x 1000 between the sets' clouds, FPS'd to [points], under the
             Chamfer [variant] (or exact EMD with distance="emd", for small [points])
+  reconstruction  pairs matched by name: the generated object rendered with the reference
+            chunk's cameras for the protocol's reference views; PSNR, SSIM, LPIPS-VGG per view
   geometry  pairs matched by name: CD-L1 x 1000 (the "l2_mean" Chamfer) and F-score at [tau]
             between the generated and reference clouds, FPS'd to [points]
 
@@ -235,9 +237,47 @@ def _network(kind, source, config, load, forward, mesh) -> FeatureNetwork:
     return FeatureNetwork(kind, source, digest, not config.weights, load, forward, mesh)
 
 
-# kind -> builder(network config, mesh); "cloud" is computed by the job itself.
+class PairedViewMetrics:
+    """PSNR, SSIM and LPIPS-VGG per view of a generated object rendered with its reference's
+    cameras against the reference's views (ga_jax/metrics/image.py, ga_jax/losses/lpips.py;
+    LPIPS weights from `weights`, the npz of launch.convert_lpips, or seeded random ones)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.weights = weights_digest(config.weights, config.seed)
+        self.random = not config.weights
+        self._params = None
+
+    def compare(self, rendered: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+        from ga_jax.losses.lpips import load_lpips_params, random_lpips_params
+        from ga_jax.metrics.image import psnr, ssim
+
+        if self._params is None:
+            self._params = (
+                load_lpips_params(self.config.weights)
+                if self.config.weights
+                else random_lpips_params(jax.random.key(self.config.seed))
+            )
+        a, b = jnp.asarray(rendered), jnp.asarray(target)
+        return {
+            "psnr": np.asarray(psnr(a, b)),
+            "ssim": np.asarray(ssim(a, b)),
+            "lpips": np.asarray(_lpips(self._params, a, b)),
+        }
+
+
+@jax.jit
+def _lpips(params, a, b):
+    from ga_jax.losses.lpips import lpips_distance
+
+    return lpips_distance(params, a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+# kind -> builder(network config, mesh); "cloud" and "paired_views" (PairedViewMetrics, its
+# config networks.lpips) are computed by the job itself.
 FEATURES: dict[str, Callable[[Any, Mesh], FeatureNetwork] | None] = {
     "cloud": None,
+    "paired_views": None,
     "dinov2": _dinov2,
     "inception": _inception,
     "musiq": _musiq,
@@ -264,6 +304,7 @@ class EvalData:
 
     features: dict[str, dict[str, dict[str, np.ndarray]]]
     names: dict[str, list[str]]
+    paired: dict[str, dict[str, np.ndarray]]  # reference name -> paired_views arrays
 
     def stacked(self, side: str, kind: str, name: str) -> np.ndarray:
         return self.features[side][kind][name]
@@ -343,6 +384,24 @@ def _musiq_eval(spec, data: EvalData) -> dict[str, Any]:
         "display": f"{gen.mean():.2f} (reference views: {ref.mean():.2f})",
         "count": [gen.size, ref.size],
         "protocol": "mean over every view, no reference needed",
+    }
+
+
+@register("reconstruction", ("paired_views",))
+def _reconstruction_eval(spec, data: EvalData) -> dict[str, Any]:
+    if not data.paired:
+        raise ValueError("no generated object shares a name with a reference object")
+    values = {
+        k: float(np.mean([p[k] for p in data.paired.values()])) for k in ("psnr", "ssim", "lpips")
+    }
+    views = sum(len(p["psnr"]) for p in data.paired.values())
+    return {
+        "value": values,
+        "display": f"PSNR {values['psnr']:.2f} dB, SSIM {values['ssim']:.4f}, "
+        f"LPIPS {values['lpips']:.4f}",
+        "count": [len(data.paired)],
+        "protocol": f"{len(data.paired)} pairs matched by name, {views} views rendered with the "
+        "reference's cameras; PSNR/SSIM/LPIPS-VGG per view, then the mean",
     }
 
 

@@ -31,6 +31,7 @@ from ga_jax.evaluation.evaluators import (
     FEATURES,
     EvalData,
     FeatureNetwork,
+    PairedViewMetrics,
     build_network,
 )
 from ga_jax.evaluation.feature_cache import FeatureCache, cache_key
@@ -48,6 +49,7 @@ __all__ = ["run_evaluation"]
 log = logging.getLogger(__name__)
 
 SIDES = ("generated", "reference")
+PAIRED = "paired_views"
 PLUMBING = (
     "PLUMBING CHECK: feature networks with random weights ({}); these numbers test the job, "
     "they are not comparable with any paper's"
@@ -196,7 +198,36 @@ class _Extractor:
             )
 
 
+def _paired_views(extractor, generated: _Side, reference: _Side, metrics) -> dict[str, dict]:
+    """reference name -> PairedViewMetrics arrays of every pair matched by name (cached)."""
+    by_name = {o.name: o for o in generated.live()}
+    out = {}
+    for ref in reference.live():
+        gen = by_name.get(ref.name)
+        if gen is None:
+            continue
+        fields = extractor.protocol.image_fields()
+        key = cache_key(PAIRED, metrics.weights, fields, gen.digest + ref.image_digest)
+        arrays = extractor.cache.get(PAIRED, key)
+        if arrays is None:
+            try:
+                target, cameras = ref.views_and_cameras(extractor.protocol)
+            except Exception as e:  # noqa: BLE001 - any unreadable object is reported
+                reference.fail(ref, "views", e)
+                continue
+            try:
+                rendered = gen.views(extractor.protocol, cameras=cameras)
+            except Exception as e:  # noqa: BLE001
+                generated.fail(gen, "views", e)
+                continue
+            arrays = metrics.compare(rendered, target)
+            extractor.cache.put(PAIRED, key, arrays)
+        out[ref.name] = arrays
+    return out
+
+
 def _stack(side: _Side, kinds: set[str]) -> dict[str, dict[str, np.ndarray]]:
+    kinds = kinds - {PAIRED}
     live = side.live()
     return {
         kind: {
@@ -247,7 +278,7 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
     protocol = RenderProtocol.from_config(config.protocol)
     needs = _needed_kinds(config.evals)
     kinds = {k for v in needs.values() for k in v}
-    network_kinds = sorted(kinds - {"cloud"})
+    network_kinds = sorted(kinds - {"cloud", PAIRED})
     if any(config.networks[k].get("weights") is None for k in network_kinds):
         raise ValueError("networks.<name>.weights: expected a path, or '' for random weights")
     mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
@@ -259,7 +290,8 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
         raise ValueError(f"batch_objects: expected >= 1, got {batch}")
 
     generated, problems_g = list_generated(config.generated.root, config.generated.layout)
-    needs_views = any(n.source == "views" for n in networks.values())
+    paired = PairedViewMetrics(config.networks.lpips) if PAIRED in kinds else None
+    needs_views = paired is not None or any(n.source == "views" for n in networks.values())
     reference, problems_r = list_reference(
         config.reference.fps_root,
         config.reference.gbuffer_root if needs_views else None,
@@ -285,12 +317,16 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
             if group:
                 extractor.network_features(side, group, source)
 
+    paired_arrays = (
+        _paired_views(extractor, sides["generated"], sides["reference"], paired) if paired else {}
+    )
     for side in sides.values():
         if not side.live():
             raise ValueError(f"{side.name}: no usable object (see the problems logged above)")
     data = EvalData(
         features={name: _stack(side, kinds) for name, side in sides.items()},
         names={name: [o.name for o in side.live()] for name, side in sides.items()},
+        paired=paired_arrays,
     )
     metrics = {}
     for name, spec in config.evals.items():
@@ -301,6 +337,8 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
         log.info("%s: %s", name, metrics[name].get("display", metrics[name].get("error")))
 
     random = [k for k in network_kinds if networks[k].random]
+    if paired is not None and paired.random:
+        random.append("lpips")
     problems = [dict(vars(p), side="generated") for p in problems_g]
     problems += [dict(vars(p), side="reference") for p in problems_r]
     for side in sides.values():

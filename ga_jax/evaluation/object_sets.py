@@ -29,7 +29,7 @@ from ga_jax.data.ply import read_ply_points
 from ga_jax.export.media import render_views
 from ga_jax.export.ply import read_surfel_ply
 from ga_jax.pipeline.sample_files import FILES as SAMPLE_FILES
-from ga_jax.rendering.cameras import orbit_cameras
+from ga_jax.rendering.cameras import Cameras, orbit_cameras
 from ga_jax.rendering.surfels import Surfels
 
 __all__ = [
@@ -174,11 +174,18 @@ class GeneratedObject:
     def surfels(self) -> Surfels:
         return read_surfel_ply(self.path)
 
-    def views(self, protocol: RenderProtocol, surfels: Surfels | None = None) -> np.ndarray:
-        """float32 [V, R, R, 3] in [0, 1]: the protocol's views of the object."""
+    def views(
+        self,
+        protocol: RenderProtocol,
+        surfels: Surfels | None = None,
+        cameras: Cameras | None = None,
+    ) -> np.ndarray:
+        """float32 [V, R, R, 3] in [0, 1]: the protocol's views of the object (or its views by
+        `cameras`, e.g. a reference object's)."""
         surfels = self.surfels() if surfels is None else surfels
         r = protocol.resolution
-        cameras = orbit_cameras(protocol.views, r, r, protocol.radius, protocol.elevation_deg)
+        if cameras is None:
+            cameras = orbit_cameras(protocol.views, r, r, protocol.radius, protocol.elevation_deg)
         out = render_views(
             surfels, cameras, protocol.background, protocol.backend, where=str(self.path)
         )
@@ -250,10 +257,15 @@ class ReferenceObject:
 
     def views(self, protocol: RenderProtocol) -> np.ndarray:
         """float32 [V, R, R, 3] in [0, 1]: the chunk's protocol views, resized, composited."""
+        return self.views_and_cameras(protocol)[0]
+
+    def views_and_cameras(self, protocol: RenderProtocol) -> tuple[np.ndarray, Cameras]:
+        """(views as `views` gives them, their cameras at the protocol's resolution)."""
         if self.chunk_path is None:
             raise ValueError(f"{self.name}: the reference set has no G-buffer root for views")
         chunk = read_chunk(self.chunk_path, views=list(protocol.reference_views))
         r = protocol.resolution
+        cameras = Cameras.from_rows(jnp.asarray(chunk.cameras), chunk.height, chunk.width)
         rgb = jnp.asarray(chunk.rgb)
         alpha = jnp.asarray(chunk.alpha)[..., None]
         # The stored RGB is over white, not premultiplied: recover the premultiplied colour,
@@ -263,7 +275,7 @@ class ReferenceObject:
         premultiplied = jax.image.resize(premultiplied, (v, r, r, 3), "linear", antialias=True)
         alpha = jax.image.resize(alpha, (v, r, r, 1), "linear", antialias=True)
         out = premultiplied + (1.0 - alpha) * jnp.asarray(protocol.background, jnp.float32)
-        return np.clip(np.asarray(out, np.float32), 0.0, 1.0)
+        return np.clip(np.asarray(out, np.float32), 0.0, 1.0), cameras.resized(r, r)
 
     def cloud(self, protocol: RenderProtocol):
         """(cloud [points, 3], distinct points) from the dataset's FPS file."""

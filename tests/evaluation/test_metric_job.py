@@ -17,7 +17,12 @@ from configs.eval.synthetic import get_config
 from ga_jax.data.fps import farthest_point_sample
 from ga_jax.data.ply import read_ply_points
 from ga_jax.evaluation.metric_job import run_evaluation
-from ga_jax.evaluation.object_sets import RenderProtocol, fps_cloud, list_generated
+from ga_jax.evaluation.object_sets import (
+    RenderProtocol,
+    fps_cloud,
+    list_generated,
+    list_reference,
+)
 from ga_jax.export.ply import write_surfel_ply
 from ga_jax.rendering.surfels import Surfels
 from tests.data.fake_vae_data import make_fake_dataset
@@ -78,8 +83,9 @@ def test_first_run_reports_every_metric(first_run, sets):
     assert report["problems"] == []
     for kind in ("cloud", "dinov2", "inception", "musiq", "pointnet"):
         assert report["features"][kind] == {"computed": 2 * OBJECTS, "cached": 0}
-    names = ("fid", "kid", "musiq", "p_fid", "p_kid", "cov_mmd", "geometry", "fd_dinov2")
-    for name in names + ("kd_dinov2",):
+    assert report["features"]["paired_views"] == {"computed": OBJECTS, "cached": 0}
+    names = ("fid", "kid", "musiq", "p_fid", "p_kid", "cov_mmd", "geometry", "reconstruction")
+    for name in names + ("fd_dinov2", "kd_dinov2"):
         assert "error" not in report["metrics"][name], report["metrics"][name]
     assert np.isfinite(report["metrics"]["fid"]["value"])
     # Each object's views: 2 views x 4 objects per side.
@@ -126,6 +132,27 @@ def test_cloud_measures_match_brute_force(first_run, sets):
     got = first_run["metrics"]["cov_mmd"]["value"]
     np.testing.assert_allclose(got["cov"], cov * 100, rtol=1e-6)
     np.testing.assert_allclose(got["mmd"], mmd * 1000, rtol=1e-4)
+
+
+def test_reconstruction_psnr_by_hand(first_run, sets):
+    """PSNR recomputed in numpy from the generated object rendered with the reference chunk's
+    cameras and the reference views, both as the protocol makes them."""
+    config, _, generated_root = sets
+    protocol = RenderProtocol.from_config(config.protocol)
+    generated, _ = list_generated(generated_root, "samples")
+    reference, _ = list_reference(
+        config.reference.fps_root, config.reference.gbuffer_root, protocol
+    )
+    psnrs = []
+    for g, r in zip(generated, reference):
+        assert g.name == r.name
+        target, cameras = r.views_and_cameras(protocol)
+        rendered = g.views(protocol, cameras=cameras)
+        mse = ((rendered.astype(np.float64) - target) ** 2).mean(axis=(1, 2, 3))
+        psnrs.append(-10 * np.log10(mse))
+    got = first_run["metrics"]["reconstruction"]["value"]
+    np.testing.assert_allclose(got["psnr"], np.mean(psnrs), rtol=1e-5)
+    assert 0 < got["lpips"] and -1 <= got["ssim"] <= 1
 
 
 def test_second_run_resumes_from_the_cache(first_run, sets):
