@@ -263,7 +263,10 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{k} {v['computed']} computed / {v['cached']} cached"
         for k, v in report["features"].items()
     ]
-    lines += ["", "Features (per object): " + ", ".join(counts) + "."]
+    lines += [
+        "",
+        f"Features (per object, over {report['devices']} device(s)): " + ", ".join(counts) + ".",
+    ]
     problems = report["problems"]
     lines += ["", f"Problems: {len(problems)} object(s) left out" + (":" if problems else ".")]
     lines += [f"- {p['side']}: `{p['path']}`: {p['error']}" for p in problems]
@@ -368,6 +371,7 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
             for k in network_kinds
         },  # fmt: skip
         "features": cache.summary(),
+        "devices": mesh.size,
         "problems": problems,
         "metrics": metrics,
         "seconds": round(time.perf_counter() - start, 2),

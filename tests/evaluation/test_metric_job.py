@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -84,6 +85,7 @@ def test_first_run_reports_every_metric(first_run, sets):
     for kind in ("cloud", "dinov2", "inception", "musiq", "pointnet"):
         assert report["features"][kind] == {"computed": 2 * OBJECTS, "cached": 0}
     assert report["features"]["paired_views"] == {"computed": OBJECTS, "cached": 0}
+    assert report["devices"] == jax.device_count() == 8  # tests/conftest.py: 8 CPU devices
     names = ("fid", "kid", "musiq", "p_fid", "p_kid", "cov_mmd", "geometry", "reconstruction")
     for name in names + ("fd_dinov2", "kd_dinov2"):
         assert "error" not in report["metrics"][name], report["metrics"][name]
