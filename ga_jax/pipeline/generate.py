@@ -48,7 +48,7 @@ from ga_jax.models.vae.vae import VAE, build_vae
 from ga_jax.pipeline.edit import EditableCloud, Region, densify, region_mask
 from ga_jax.rendering.surfels import Surfels
 from ga_jax.train.runs import load_model
-from ga_jax.weights.model_files import models_directory_files
+from ga_jax.weights.model_files import models_directory_files, sampling_defaults
 
 log = logging.getLogger(__name__)
 
@@ -226,12 +226,21 @@ class Pipeline:
     ) -> Pipeline:
         """The VAE and the two `condition` stages ("text" or "image") of a models directory
         (ga_jax/weights/model_files.py: model files and a manifest.json); by default the
-        small synthetic-set models the package ships (DEFAULT_MODELS)."""
+        small synthetic-set models the package ships (DEFAULT_MODELS). A stage's guidance
+        scale is the manifest's "sampling" default when it has one (ga_jax/weights/model_files.py),
+        else its training config's."""
         if condition not in ("text", "image"):
             raise ValueError(f"condition: expected 'text' or 'image', got {condition!r}")
         directory = DEFAULT_MODELS if directory is None else Path(directory)
         names = ["vae", f"stage1_{condition}", f"stage2_{condition}"]
-        return cls.from_runs(*models_directory_files(directory, names), **kwargs)
+        pipeline = cls.from_runs(*models_directory_files(directory, names), **kwargs)
+        for stage in (1, 2):  # defaults measured on the stored files replace the configs'
+            scale = sampling_defaults(directory, names[stage]).get("guidance_scale")
+            if scale is not None:
+                pipeline.stages[stage] = dataclasses.replace(
+                    pipeline.stages[stage], guidance_scale=scale
+                )
+        return pipeline
 
     # -- the parts ---------------------------------------------------------------------------
 

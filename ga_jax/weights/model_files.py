@@ -24,10 +24,13 @@ model files named <name>.safetensors and a manifest.json:
                         ... (what the exporter recorded: config, data, training time, metrics)},
                 "stage1_text": {...}, "stage2_text": {...}, ...},
      "files": {"judges": {"file": "judges.npz", ...}},          (optional)
+     "sampling": {"stage1_text": {"guidance_scale": 6.0}, ...},  (optional)
      "measurements": {"text": {"summary": ..., "command": ...}, ...}}   (optional)
 
 Names: "vae" and "stage<1|2>_<condition>" (condition "text" or "image"). The measurements
 are those of launch.eval_generation --models=<dir> --record, made on the stored files.
+"sampling" holds defaults chosen by measuring the stored files (a stage's guidance scale),
+which replace the training config's when the directory is loaded (`sampling_defaults`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ __all__ = [
     "add_to_models_directory",
     "models_directory_files",
     "record_measurement",
+    "sampling_defaults",
+    "set_sampling_default",
     "flatten_params",
     "read_model_file",
     "unflatten_params",
@@ -173,6 +178,36 @@ def models_directory_files(directory: str | Path, names: list[str]) -> list[Path
             )
         files.append(path)
     return files
+
+
+SAMPLING_FIELDS = ("guidance_scale",)
+
+
+def sampling_defaults(directory: str | Path, name: str) -> dict[str, float]:
+    """The manifest's "sampling" defaults of model `name` ({} when it has none), checked."""
+    path = Path(directory) / MANIFEST
+    entry = _read_models_manifest(Path(directory)).get("sampling", {}).get(name, {})
+    unknown = sorted(set(entry) - set(SAMPLING_FIELDS))
+    if unknown:
+        raise ValueError(f"{path}: sampling.{name}: unknown field(s) {unknown}; expected "
+                         f"some of {list(SAMPLING_FIELDS)}")  # fmt: skip
+    for field, value in entry.items():
+        if not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{path}: sampling.{name}.{field}: expected a positive number, "
+                             f"got {value!r}")  # fmt: skip
+    return {k: float(v) for k, v in entry.items()}
+
+
+def set_sampling_default(directory: str | Path, name: str, field: str, value: float) -> None:
+    """Record a measured sampling default of model `name` in the directory's manifest."""
+    if field not in SAMPLING_FIELDS:
+        raise ValueError(f"sampling field: expected one of {list(SAMPLING_FIELDS)}, got {field!r}")
+    directory = Path(directory)
+    manifest = _read_models_manifest(directory)
+    if name not in manifest["models"]:
+        raise ValueError(f"{directory / MANIFEST}: no model {name!r} to set {field} for")
+    manifest.setdefault("sampling", {}).setdefault(name, {})[field] = float(value)
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def _update_models_manifest(directory: Path, section: str, name: str, entry: Any) -> None:

@@ -279,6 +279,20 @@ def test_from_pretrained_reads_a_models_directory(pipe, tiny_models, tmp_path):
     (directory,) = run_sampling(config, load_config)
     assert (directory / "object_3dgs.ply").is_file()
     np.testing.assert_array_equal(read_sample(directory).cloud.xyz, a.xyz[0])
+    # A sampling default recorded in the manifest replaces the stage's training guidance.
+    from ga_jax.weights.model_files import set_sampling_default
+
+    assert _loaded_guidance(models, 1) == pipe.stages[1].guidance_scale
+    set_sampling_default(models, "stage1_text", "guidance_scale", 7.5)
+    assert _loaded_guidance(models, 1) == 7.5
+    assert _loaded_guidance(models, 2) == pipe.stages[2].guidance_scale
+    manifest = json.loads((models / "manifest.json").read_text())
+    manifest["sampling"]["stage1_text"]["guidance_scale"] = -1
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="sampling.stage1_text.guidance_scale: expected a pos"):
+        Pipeline.from_pretrained(models)
+    with pytest.raises(ValueError, match="no model 'stage9' to set"):
+        set_sampling_default(models, "stage9", "guidance_scale", 2.0)
     with pytest.raises(FileNotFoundError, match="no model 'stage1_image'"):
         Pipeline.from_pretrained(models, condition="image")
     with pytest.raises(ValueError, match="condition: expected"):
@@ -289,6 +303,10 @@ def test_from_pretrained_reads_a_models_directory(pipe, tiny_models, tmp_path):
     (models / "vae.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="listed for 'vae' in the manifest but missing"):
         Pipeline.from_pretrained(models)
+
+
+def _loaded_guidance(models, stage: int) -> float:
+    return Pipeline.from_pretrained(models, sampler=EULER_4).stages[stage].guidance_scale
 
 
 def test_a_frozen_condition_is_encoded_once_per_prompt(pipe, monkeypatch):
