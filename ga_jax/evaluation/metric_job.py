@@ -238,6 +238,18 @@ def _stack(side: _Side, kinds: set[str]) -> dict[str, dict[str, np.ndarray]]:
     }
 
 
+def _distinct_points(sides: dict[str, _Side]) -> dict[str, Any]:
+    """Per side, the fewest and mean distinct points of the clouds (a cloud with fewer than
+    the protocol's points repeats them: object_sets.RenderProtocol)."""
+    out = {}
+    for name, side in sides.items():
+        counts = [int(side.features[o.name]["cloud"]["distinct"]) for o in side.live()
+                  if "cloud" in side.features[o.name]]  # fmt: skip
+        if counts:
+            out[name] = {"min": min(counts), "mean": float(np.mean(counts))}
+    return out
+
+
 def _markdown(report: dict[str, Any]) -> str:
     lines = [f"# Metric evaluation: {report['config_name']}", ""]
     if report["plumbing_check"]:
@@ -267,6 +279,10 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         f"Features (per object, over {report['devices']} device(s)): " + ", ".join(counts) + ".",
     ]
+    if report["cloud_points"]:
+        lines += ["", "Distinct cloud points (fewest / mean): " + ", ".join(
+            f"{side} {c['min']} / {c['mean']:.0f}" for side, c in report["cloud_points"].items()
+        ) + "."]  # fmt: skip
     problems = report["problems"]
     lines += ["", f"Problems: {len(problems)} object(s) left out" + (":" if problems else ".")]
     lines += [f"- {p['side']}: `{p['path']}`: {p['error']}" for p in problems]
@@ -372,6 +388,7 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
         },  # fmt: skip
         "features": cache.summary(),
         "devices": mesh.size,
+        "cloud_points": _distinct_points(sides),
         "problems": problems,
         "metrics": metrics,
         "seconds": round(time.perf_counter() - start, 2),

@@ -25,6 +25,14 @@ def some_keys(keys: list[str], limit: int = 8) -> str:
     return f"[{shown}{f', ... ({len(keys)} in all)' if len(keys) > limit else ''}]"
 
 
+def torch_kernel_to_linen(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
+    """A `transform` for convert_state_dict: a 'kernel' leaf's torch conv weight OIHW -> Linen
+    HWIO, or linear weight [out, in] -> [in, out]; every other leaf unchanged."""
+    if path[-1] != "kernel":
+        return value
+    return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
+
+
 def convert_state_dict(
     state: Mapping[str, Any],
     layout: Layout,

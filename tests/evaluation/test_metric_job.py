@@ -85,6 +85,8 @@ def test_first_run_reports_every_metric(first_run, sets):
     for kind in ("cloud", "dinov2", "inception", "musiq", "pointnet"):
         assert report["features"][kind] == {"computed": 2 * OBJECTS, "cached": 0}
     assert report["features"]["paired_views"] == {"computed": OBJECTS, "cached": 0}
+    # 700 surfels, 70 of them below the opacity threshold: 630 centres, FPS'd to 512.
+    assert report["cloud_points"]["generated"] == {"min": 512, "mean": 512.0}
     assert report["devices"] == jax.device_count() == 8  # tests/conftest.py: 8 CPU devices
     names = ("fid", "kid", "musiq", "p_fid", "p_kid", "cov_mmd", "geometry", "reconstruction")
     for name in names + ("fd_dinov2", "kd_dinov2"):

@@ -51,7 +51,7 @@ import numpy as np
 from jax import lax
 
 from ga_jax.weights import torch_pickle
-from ga_jax.weights.state_dict import convert_state_dict
+from ga_jax.weights.state_dict import convert_state_dict, torch_kernel_to_linen
 
 FEATURE_DIM = 2048  # the global average pool, the FID/KID feature
 NUM_LOGITS = 1008
@@ -409,15 +409,8 @@ def convert_fid_inception_state(state: Mapping[str, Any], source: str = "state d
         _param_layout(),
         source=source,
         expected=f"pytorch-fid's FID Inception state dict ({WEIGHTS_FILE})",
-        transform=_to_linen,
+        transform=torch_kernel_to_linen,
     )
-
-
-def _to_linen(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
-    """Conv kernels OIHW -> HWIO and the fc weight [out, in] -> [in, out]."""
-    if path[-1] != "kernel":
-        return value
-    return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
 
 
 def load_fid_inception(path: str | os.PathLike) -> Params:

@@ -92,7 +92,7 @@ import numpy as np
 from jax import lax
 
 from ga_jax.weights import torch_pickle
-from ga_jax.weights.state_dict import convert_state_dict, some_keys
+from ga_jax.weights.state_dict import convert_state_dict, some_keys, torch_kernel_to_linen
 
 PATCH_SIZE = 32
 LONGER_SIDES = (224, 384)  # scale ids 0 and 1; the native resolution is scale id 2
@@ -581,15 +581,8 @@ def convert_musiq_state(state: Mapping[str, Any], source: str = "state dict") ->
         _param_layout(num_classes),
         source=source,
         expected=f"pyiqa's MUSIQ state dict ({num_classes}-output head; {WEIGHTS_FILE})",
-        transform=_torch_to_linen,
+        transform=torch_kernel_to_linen,
     )
-
-
-def _torch_to_linen(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
-    """Conv weights OIHW -> HWIO and linear weights [out, in] -> [in, out]."""
-    if path[-1] != "kernel":
-        return value
-    return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
 
 
 # ----------------------------------------------------------------------------------------------
