@@ -19,8 +19,9 @@ Fields:
                           pt_inception-2015-12-05-6726825d.pth, pyiqa's
                           musiq_koniq_ckpt-e95806b9.pth or the original koniq_ckpt.npz,
                           Point-E's pointnet.pt, DINOv2 with registers' model.safetensors,
-                          the LPIPS npz of launch.convert_lpips); '' =
-                          seeded random weights (seed), reported as a plumbing check
+                          the LPIPS npz of launch.convert_lpips, a CLIP directory saved by
+                          transformers); '' = seeded random weights (seed), reported as a
+                          plumbing check (CLIP: the score is not computed without weights)
     evals.<name>          type (an evaluator) and its options
     batch_objects         objects per feature-network call (one compiled shape; the batch is
                           split over every device)
@@ -62,6 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             musiq=dict(weights="", seed=0),
             pointnet=dict(weights="", seed=0),
             lpips=dict(weights="", seed=0),
+            clip=dict(weights=""),  # the CLIP score runs only with real weights
         )
     )
     c.evals = ml_collections.ConfigDict(
@@ -74,6 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             cov_mmd=dict(type="cov_mmd", points=1024, distance="chamfer", variant="squared_sum"),
             geometry=dict(type="geometry", points=4096, tau=0.01),
             reconstruction=dict(type="reconstruction"),
+            clip_score=dict(type="clip_score"),
         )
     )
     c.batch_objects = 8

@@ -24,6 +24,8 @@ pointnet, FD-DINOv2 = frechet on dinov2, and likewise KID, P-KID, KD-DINOv2:
   musiq     mean MUSIQ score of the generated views (and, beside it, of the reference views)
   cov_mmd   COV (%) and MMD x 1000 between the sets' clouds, FPS'd to [points], under the
             Chamfer [variant] (or exact EMD with distance="emd", for small [points])
+  clip_score  CLIP score of the generated views against each sample's prompt (when CLIP
+            weights are given: networks.clip.weights, a local directory)
   reconstruction  pairs matched by name: the generated object rendered with the reference
             chunk's cameras for the protocol's reference views; PSNR, SSIM, LPIPS-VGG per view
   geometry  pairs matched by name: CD-L1 x 1000 (the "l2_mean" Chamfer) and F-score at [tau]
@@ -273,11 +275,63 @@ def _lpips(params, a, b):
     return lpips_distance(params, a, b, precision=jax.lax.Precision.HIGHEST)
 
 
-# kind -> builder(network config, mesh); "cloud" and "paired_views" (PairedViewMetrics, its
-# config networks.lpips) are computed by the job itself.
+def directory_digest(path: str | Path) -> str:
+    """SHA-256 over a directory's files (names and bytes), sorted by name."""
+    h = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(file.relative_to(path).as_posix().encode() + b"\0")
+        h.update(weights_digest(str(file), 0).encode())
+    return h.hexdigest()
+
+
+class ClipScorer:
+    """CLIP score as torchmetrics' CLIPScore computes it (100 x max(cos(image, text), 0) per
+    image-prompt pair, averaged), with transformers' Flax CLIP read from a local directory
+    (`weights`: config.json, the weights (model.safetensors written by PyTorch also loads) and
+    the tokenizer files, e.g. openai/clip-vit-large-patch14 saved locally). Images go through
+    CLIPImageProcessor's defaults at the model's image size (shortest side resized bicubic,
+    centre crop, OpenAI mean / std); prompts through the directory's tokenizer."""
+
+    def __init__(self, config):
+        if not config.weights:
+            raise ValueError("networks.clip.weights: the CLIP score needs a local CLIP directory")
+        self.path = Path(config.weights)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"networks.clip.weights: {self.path} is not a directory")
+        self.weights = directory_digest(self.path)
+        self._model = None
+
+    def _load(self):
+        from transformers import CLIPImageProcessor, CLIPTokenizer, FlaxCLIPModel
+
+        self._model = FlaxCLIPModel.from_pretrained(str(self.path))
+        self._tokenizer = CLIPTokenizer.from_pretrained(str(self.path))
+        size = self._model.config.vision_config.image_size
+        self._processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size=size)
+
+    def scores(self, views: np.ndarray, prompt: str) -> np.ndarray:
+        """float32 [V]: the score of each view [V, R, R, 3] in [0, 1] against the prompt."""
+        if self._model is None:
+            self._load()
+        pixels = self._processor(
+            images=list((np.clip(views, 0, 1) * 255).round().astype(np.uint8)),
+            return_tensors="np",
+        )["pixel_values"]
+        text = self._tokenizer([prompt], padding=True, truncation=True, return_tensors="np")
+        image = np.asarray(self._model.get_image_features(pixel_values=pixels))
+        words = np.asarray(self._model.get_text_features(**text))
+        image = image / np.linalg.norm(image, axis=-1, keepdims=True)
+        words = words / np.linalg.norm(words, axis=-1, keepdims=True)
+        return (100.0 * np.maximum(image @ words[0], 0.0)).astype(np.float32)
+
+
+# kind -> builder(network config, mesh); "cloud", "paired_views" (PairedViewMetrics, its
+# config networks.lpips) and "clip_score" (ClipScorer, networks.clip) are computed by the job
+# itself.
 FEATURES: dict[str, Callable[[Any, Mesh], FeatureNetwork] | None] = {
     "cloud": None,
     "paired_views": None,
+    "clip_score": None,
     "dinov2": _dinov2,
     "inception": _inception,
     "musiq": _musiq,
@@ -305,6 +359,7 @@ class EvalData:
     features: dict[str, dict[str, dict[str, np.ndarray]]]
     names: dict[str, list[str]]
     paired: dict[str, dict[str, np.ndarray]]  # reference name -> paired_views arrays
+    clip: dict[str, dict[str, np.ndarray]] | None  # generated name -> clip_score arrays
 
     def stacked(self, side: str, kind: str, name: str) -> np.ndarray:
         return self.features[side][kind][name]
@@ -384,6 +439,21 @@ def _musiq_eval(spec, data: EvalData) -> dict[str, Any]:
         "display": f"{gen.mean():.2f} (reference views: {ref.mean():.2f})",
         "count": [gen.size, ref.size],
         "protocol": "mean over every view, no reference needed",
+    }
+
+
+@register("clip_score", ("clip_score",))
+def _clip_score_eval(spec, data: EvalData) -> dict[str, Any]:
+    if data.clip is None:
+        raise ValueError("needs CLIP weights (networks.clip.weights: a local CLIP directory)")
+    if not data.clip:
+        raise ValueError("no generated object has a prompt (sample directories store theirs)")
+    scores = np.concatenate([c["scores"] for c in data.clip.values()])
+    return {
+        "value": float(scores.mean()),
+        "display": f"{scores.mean():.2f}",
+        "count": [len(data.clip)],
+        "protocol": f"{len(data.clip)} objects with prompts x their views; 100 x max(cos, 0)",
     }
 
 

@@ -29,6 +29,7 @@ from ga_jax.evaluation.evaluators import (
     DATA_AXIS,
     EVALUATORS,
     FEATURES,
+    ClipScorer,
     EvalData,
     FeatureNetwork,
     PairedViewMetrics,
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 SIDES = ("generated", "reference")
 PAIRED = "paired_views"
+CLIP = "clip_score"
+JOB_KINDS = {"cloud", PAIRED, CLIP}  # computed here, not by a FeatureNetwork
 PLUMBING = (
     "PLUMBING CHECK: feature networks with random weights ({}); these numbers test the job, "
     "they are not comparable with any paper's"
@@ -226,8 +229,29 @@ def _paired_views(extractor, generated: _Side, reference: _Side, metrics) -> dic
     return out
 
 
+def _clip_scores(extractor, generated: _Side, scorer) -> dict[str, dict]:
+    """generated name -> {"scores": [V]} for every live object with a prompt (cached)."""
+    out = {}
+    for obj in generated.live():
+        if obj.prompt is None:
+            continue
+        fields = extractor.protocol.image_fields()
+        key = cache_key(CLIP, scorer.weights, fields, obj.digest + "\0" + obj.prompt)
+        arrays = extractor.cache.get(CLIP, key)
+        if arrays is None:
+            try:
+                views = obj.views(extractor.protocol)
+            except Exception as e:  # noqa: BLE001 - any unreadable object is reported
+                generated.fail(obj, "views", e)
+                continue
+            arrays = {"scores": scorer.scores(views, obj.prompt)}
+            extractor.cache.put(CLIP, key, arrays)
+        out[obj.name] = arrays
+    return out
+
+
 def _stack(side: _Side, kinds: set[str]) -> dict[str, dict[str, np.ndarray]]:
-    kinds = kinds - {PAIRED}
+    kinds = kinds - {PAIRED, CLIP}
     live = side.live()
     return {
         kind: {
@@ -297,7 +321,7 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
     protocol = RenderProtocol.from_config(config.protocol)
     needs = _needed_kinds(config.evals)
     kinds = {k for v in needs.values() for k in v}
-    network_kinds = sorted(kinds - {"cloud", PAIRED})
+    network_kinds = sorted(kinds - JOB_KINDS)
     if any(config.networks[k].get("weights") is None for k in network_kinds):
         raise ValueError("networks.<name>.weights: expected a path, or '' for random weights")
     mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
@@ -339,6 +363,9 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
     paired_arrays = (
         _paired_views(extractor, sides["generated"], sides["reference"], paired) if paired else {}
     )
+    clip_arrays = None
+    if CLIP in kinds and config.networks.get("clip", {}).get("weights"):
+        clip_arrays = _clip_scores(extractor, sides["generated"], ClipScorer(config.networks.clip))
     for side in sides.values():
         if not side.live():
             raise ValueError(f"{side.name}: no usable object (see the problems logged above)")
@@ -346,6 +373,7 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
         features={name: _stack(side, kinds) for name, side in sides.items()},
         names={name: [o.name for o in side.live()] for name, side in sides.items()},
         paired=paired_arrays,
+        clip=clip_arrays,
     )
     metrics = {}
     for name, spec in config.evals.items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,7 @@ class GeneratedObject:
     name: str
     path: Path  # the surfel PLY
     digest: str
+    prompt: str | None = None  # a sample directory's prompt (its latent.npz info), if any
 
     def surfels(self) -> Surfels:
         return read_surfel_ply(self.path)
@@ -239,8 +241,21 @@ def list_generated(root: str | Path, layout: str) -> tuple[list[GeneratedObject]
         except OSError as e:
             problems.append(Problem(str(path), f"unreadable: {e}"))
             continue
-        objects.append(GeneratedObject(name, path, digest))
+        prompt = _sample_prompt(path.parent) if layout == "samples" else None
+        objects.append(GeneratedObject(name, path, digest, prompt))
     return objects, problems
+
+
+def _sample_prompt(directory: Path) -> str | None:
+    """The prompt in a sample directory's latent.npz info (None when absent or unreadable:
+    only the CLIP score needs it, and it reports objects without one)."""
+    try:
+        with np.load(directory / "latent.npz") as data:
+            info = json.loads(str(data["info"]))
+    except (OSError, KeyError, ValueError):
+        return None
+    prompt = info.get("prompt")
+    return prompt if isinstance(prompt, str) and prompt else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -162,10 +162,11 @@ def test_reconstruction_psnr_by_hand(first_run, sets):
 def test_second_run_resumes_from_the_cache(first_run, sets):
     config, workdir, _ = sets
     again = run_evaluation(config, workdir)
-    for kind in ("cloud", "inception", "musiq", "pointnet"):
+    for kind in ("cloud", "dinov2", "inception", "musiq", "pointnet"):
         assert again["features"][kind] == {"computed": 0, "cached": 2 * OBJECTS}
+    assert again["features"]["paired_views"] == {"computed": 0, "cached": OBJECTS}
     for name, result in first_run["metrics"].items():
-        assert again["metrics"][name]["value"] == result["value"], name
+        assert again["metrics"][name] == result, name
 
 
 def test_corrupt_and_incomplete_samples_are_reported(first_run, sets, tmp_path):
@@ -216,3 +217,68 @@ def test_bad_config_names_the_field(sets, tmp_path):
     config.protocol.views = 0
     with pytest.raises(ValueError, match="protocol.views"):
         RenderProtocol.from_config(config.protocol)
+
+
+def test_clip_score_matches_transformers_clip_on_the_same_views(sets, tmp_path):
+    """With a tiny random CLIP saved by transformers (config, weights, tokenizer), the job's
+    CLIP score equals 100 x max(cos, 0) computed here with FlaxCLIPModel on the protocol's
+    views and the prompt each sample directory stores; without weights the row says why."""
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPTokenizer,
+        FlaxCLIPModel,
+    )
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+
+    config, workdir, generated_root = sets
+    clip = tmp_path / "clip"
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    clip.mkdir()
+    (clip / "vocab.json").write_text(json.dumps(vocab))
+    (clip / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(clip / "vocab.json"), str(clip / "merges.txt")).save_pretrained(clip)
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, projection_dim=16, bos_token_id=len(vocab) - 2,
+                eos_token_id=len(vocab) - 1, pad_token_id=0)  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, projection_dim=16,
+                  num_attention_heads=4, image_size=32, patch_size=8)  # fmt: skip
+    model = FlaxCLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    model.save_pretrained(clip)
+
+    generated = tmp_path / "generated"
+    shutil.copytree(generated_root, generated)
+    objects, _ = list_generated(generated, "samples")
+    prompts = {o.name: f"a sphere number {i}" for i, o in enumerate(objects)}
+    for o in objects[:-1]:  # the last has no prompt: left out of the score only
+        info = json.dumps({"prompt": prompts[o.name]})
+        np.savez(generated / o.name / "latent.npz", info=np.asarray(info))
+    config = config.copy_and_resolve_references()
+    config.generated.root = str(generated)
+    config.evals = {"clip_score": dict(type="clip_score")}
+    report = run_evaluation(config, tmp_path / "no_weights")
+    assert "needs CLIP weights" in report["metrics"]["clip_score"]["error"]
+    config.networks.clip.weights = str(clip)
+    report = run_evaluation(config, tmp_path / "work")
+    assert report["features"]["clip_score"] == {"computed": OBJECTS - 1, "cached": 0}
+
+    protocol = RenderProtocol.from_config(config.protocol)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32)
+    tokenizer = CLIPTokenizer.from_pretrained(clip)
+    model = FlaxCLIPModel.from_pretrained(clip)
+    scores = []
+    for o in list_generated(generated, "samples")[0][:-1]:
+        views = (o.views(protocol) * 255).round().astype(np.uint8)
+        pixels = processor(images=list(views), return_tensors="np")["pixel_values"]
+        image = np.asarray(model.get_image_features(pixel_values=pixels))
+        words = np.asarray(
+            model.get_text_features(**tokenizer([prompts[o.name]], return_tensors="np"))
+        )
+        cos = (image @ words[0]) / np.linalg.norm(image, axis=1) / np.linalg.norm(words[0])
+        scores.extend(100 * np.maximum(cos, 0))
+    got = report["metrics"]["clip_score"]["value"]
+    np.testing.assert_allclose(got, np.mean(scores), rtol=1e-5)
+    assert report["metrics"]["clip_score"]["count"] == [OBJECTS - 1]
