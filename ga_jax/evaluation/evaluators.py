@@ -26,6 +26,9 @@ pointnet, FD-DINOv2 = frechet on dinov2, and likewise KID, P-KID, KD-DINOv2:
             Chamfer [variant] (or exact EMD with distance="emd", for small [points])
   clip_score  CLIP score of the generated views against each sample's prompt (when CLIP
             weights are given: networks.clip.weights, a local directory)
+  edit_preservation  edited sample directories (launch.edit records the original's path):
+            PSNR, SSIM, LPIPS of the unedited part before and after the edit
+            (ga_jax/evaluation/edit_preservation.py), per view
   reconstruction  pairs matched by name: the generated object rendered with the reference
             chunk's cameras for the protocol's reference views; PSNR, SSIM, LPIPS-VGG per view
   geometry  pairs matched by name: CD-L1 x 1000 (the "l2_mean" Chamfer) and F-score at [tau]
@@ -326,12 +329,13 @@ class ClipScorer:
 
 
 # kind -> builder(network config, mesh); "cloud", "paired_views" (PairedViewMetrics, its
-# config networks.lpips) and "clip_score" (ClipScorer, networks.clip) are computed by the job
-# itself.
+# config networks.lpips), "clip_score" (ClipScorer, networks.clip) and "edit_preservation"
+# (ga_jax/evaluation/edit_preservation.py, with PairedViewMetrics) are computed by the job itself.
 FEATURES: dict[str, Callable[[Any, Mesh], FeatureNetwork] | None] = {
     "cloud": None,
     "paired_views": None,
     "clip_score": None,
+    "edit_preservation": None,
     "dinov2": _dinov2,
     "inception": _inception,
     "musiq": _musiq,
@@ -360,6 +364,7 @@ class EvalData:
     names: dict[str, list[str]]
     paired: dict[str, dict[str, np.ndarray]]  # reference name -> paired_views arrays
     clip: dict[str, dict[str, np.ndarray]] | None  # generated name -> clip_score arrays
+    edits: dict[str, dict[str, np.ndarray]]  # edited sample name -> edit_preservation arrays
 
     def stacked(self, side: str, kind: str, name: str) -> np.ndarray:
         return self.features[side][kind][name]
@@ -454,6 +459,26 @@ def _clip_score_eval(spec, data: EvalData) -> dict[str, Any]:
         "display": f"{scores.mean():.2f}",
         "count": [len(data.clip)],
         "protocol": f"{len(data.clip)} objects with prompts x their views; 100 x max(cos, 0)",
+    }
+
+
+@register("edit_preservation", ("edit_preservation",))
+def _edit_preservation_eval(spec, data: EvalData) -> dict[str, Any]:
+    if not data.edits:
+        raise ValueError(
+            "no generated object is an edited sample (launch.edit records its original)"
+        )
+    values = {
+        k: float(np.mean([e[k] for e in data.edits.values()])) for k in ("psnr", "ssim", "lpips")
+    }
+    kept = float(np.mean([e["unedited_fraction"] for e in data.edits.values()]))
+    return {
+        "value": {**values, "unedited_fraction": kept},
+        "display": f"PSNR {values['psnr']:.2f} dB, SSIM {values['ssim']:.4f}, "
+        f"LPIPS {values['lpips']:.4f}",
+        "count": [len(data.edits)],
+        "protocol": f"{len(data.edits)} edited samples vs their originals: the unedited points' "
+        f"surfels alone (mean {kept:.0%} of the points), per view",
     }
 
 

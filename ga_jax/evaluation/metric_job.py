@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from ga_jax.evaluation.edit_preservation import edit_preservation_views
 from ga_jax.evaluation.evaluators import (
     DATA_AXIS,
     EVALUATORS,
@@ -41,9 +42,11 @@ from ga_jax.evaluation.object_sets import (
     Problem,
     ReferenceObject,
     RenderProtocol,
+    file_digest,
     list_generated,
     list_reference,
 )
+from ga_jax.pipeline.sample_files import read_sample
 
 __all__ = ["run_evaluation"]
 
@@ -52,7 +55,8 @@ log = logging.getLogger(__name__)
 SIDES = ("generated", "reference")
 PAIRED = "paired_views"
 CLIP = "clip_score"
-JOB_KINDS = {"cloud", PAIRED, CLIP}  # computed here, not by a FeatureNetwork
+EDIT = "edit_preservation"
+JOB_KINDS = {"cloud", PAIRED, CLIP, EDIT}  # computed here, not by a FeatureNetwork
 PLUMBING = (
     "PLUMBING CHECK: feature networks with random weights ({}); these numbers test the job, "
     "they are not comparable with any paper's"
@@ -250,8 +254,36 @@ def _clip_scores(extractor, generated: _Side, scorer) -> dict[str, dict]:
     return out
 
 
+def _edit_preservation(extractor, generated: _Side, metrics) -> dict[str, dict]:
+    """edited sample name -> the edit measure's arrays, for every live object that records
+    its original (cached; a missing or unreadable original is reported by path)."""
+    out = {}
+    for obj in generated.live():
+        if obj.edited_from is None:
+            continue
+        edited, original = obj.path.parent.resolve(), Path(obj.edited_from).resolve()
+        try:
+            files = [d / f for d in (edited, original) for f in ("surfels.ply", "latent.npz")]
+            digest = file_digest(files, Path("/"))
+            key = cache_key(EDIT, metrics.weights, extractor.protocol.image_fields(), digest)
+            arrays = extractor.cache.get(EDIT, key)
+            if arrays is None:
+                before, after = read_sample(original), read_sample(edited)
+                views_before, views_after, kept = edit_preservation_views(
+                    before, after, extractor.protocol
+                )
+                arrays = metrics.compare(views_after, views_before)
+                arrays["unedited_fraction"] = np.asarray(kept)
+                extractor.cache.put(EDIT, key, arrays)
+        except Exception as e:  # noqa: BLE001 - any unreadable sample is reported
+            generated.fail(obj, "views", e)
+            continue
+        out[obj.name] = arrays
+    return out
+
+
 def _stack(side: _Side, kinds: set[str]) -> dict[str, dict[str, np.ndarray]]:
-    kinds = kinds - {PAIRED, CLIP}
+    kinds = kinds - {PAIRED, CLIP, EDIT}
     live = side.live()
     return {
         kind: {
@@ -333,7 +365,9 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
         raise ValueError(f"batch_objects: expected >= 1, got {batch}")
 
     generated, problems_g = list_generated(config.generated.root, config.generated.layout)
-    paired = PairedViewMetrics(config.networks.lpips) if PAIRED in kinds else None
+    needs_lpips = PAIRED in kinds or EDIT in kinds
+    lpips = PairedViewMetrics(config.networks.lpips) if needs_lpips else None
+    paired = lpips if PAIRED in kinds else None
     needs_views = paired is not None or any(n.source == "views" for n in networks.values())
     reference, problems_r = list_reference(
         config.reference.fps_root,
@@ -363,6 +397,7 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
     paired_arrays = (
         _paired_views(extractor, sides["generated"], sides["reference"], paired) if paired else {}
     )
+    edit_arrays = _edit_preservation(extractor, sides["generated"], lpips) if EDIT in kinds else {}
     clip_arrays = None
     if CLIP in kinds and config.networks.get("clip", {}).get("weights"):
         clip_arrays = _clip_scores(extractor, sides["generated"], ClipScorer(config.networks.clip))
@@ -374,6 +409,7 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
         names={name: [o.name for o in side.live()] for name, side in sides.items()},
         paired=paired_arrays,
         clip=clip_arrays,
+        edits=edit_arrays,
     )
     metrics = {}
     for name, spec in config.evals.items():
@@ -384,7 +420,7 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
         log.info("%s: %s", name, metrics[name].get("display", metrics[name].get("error")))
 
     random = [k for k in network_kinds if networks[k].random]
-    if paired is not None and paired.random:
+    if lpips is not None and lpips.random:
         random.append("lpips")
     problems = [dict(vars(p), side="generated") for p in problems_g]
     problems += [dict(vars(p), side="reference") for p in problems_r]

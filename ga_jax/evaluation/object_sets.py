@@ -172,6 +172,7 @@ class GeneratedObject:
     path: Path  # the surfel PLY
     digest: str
     prompt: str | None = None  # a sample directory's prompt (its latent.npz info), if any
+    edited_from: str | None = None  # an edited sample's original sample directory, if any
 
     def surfels(self) -> Surfels:
         return read_surfel_ply(self.path)
@@ -241,21 +242,29 @@ def list_generated(root: str | Path, layout: str) -> tuple[list[GeneratedObject]
         except OSError as e:
             problems.append(Problem(str(path), f"unreadable: {e}"))
             continue
-        prompt = _sample_prompt(path.parent) if layout == "samples" else None
-        objects.append(GeneratedObject(name, path, digest, prompt))
+        info = _sample_info(path.parent) if layout == "samples" else {}
+        prompt, original = info.get("prompt"), info.get("edited_from")
+        objects.append(
+            GeneratedObject(
+                name,
+                path,
+                digest,
+                prompt if isinstance(prompt, str) and prompt else None,
+                original if isinstance(original, str) and original else None,
+            )
+        )
     return objects, problems
 
 
-def _sample_prompt(directory: Path) -> str | None:
-    """The prompt in a sample directory's latent.npz info (None when absent or unreadable:
-    only the CLIP score needs it, and it reports objects without one)."""
+def _sample_info(directory: Path) -> dict[str, Any]:
+    """A sample directory's latent.npz info ({} when absent or unreadable: only the CLIP score
+    and the edit measure read it, and they report the objects they cannot use)."""
     try:
         with np.load(directory / "latent.npz") as data:
             info = json.loads(str(data["info"]))
     except (OSError, KeyError, ValueError):
-        return None
-    prompt = info.get("prompt")
-    return prompt if isinstance(prompt, str) and prompt else None
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 # --------------------------------------------------------------------------------------------

@@ -194,7 +194,11 @@ def run_edit(config: Any, load_config=None) -> Path:
             "points": config.points,
         }
     ]
-    result = dataclasses.replace(result, info={**result.info, "edits": edits})
+    # Where it came from, for the edit-preservation measure (ga_jax/evaluation).
+    origin = str(Path(config.sample).resolve())
+    result = dataclasses.replace(
+        result, info={**result.info, "edits": edits, "edited_from": origin}
+    )
     out = Path(config.out or f"{str(config.sample).rstrip('/')}_edited")
     write_sample(out, result, **config.render.to_dict())
     log.info("wrote %s (%s)", out, op)

@@ -282,3 +282,62 @@ def test_clip_score_matches_transformers_clip_on_the_same_views(sets, tmp_path):
     got = report["metrics"]["clip_score"]["value"]
     np.testing.assert_allclose(got, np.mean(scores), rtol=1e-5)
     assert report["metrics"]["clip_score"]["count"] == [OBJECTS - 1]
+
+
+def _sample(xyz, ids, surfels, info):
+    from ga_jax.pipeline.edit import EditableCloud
+    from ga_jax.pipeline.generate import Sample
+
+    n = len(xyz)
+    cloud = EditableCloud(
+        xyz.astype(np.float32), np.zeros((n, 3), np.float32), np.zeros((n, 2), np.float32), ids
+    )
+    return Sample(cloud, np.zeros((n, 2), np.float32), surfels, info)
+
+
+def test_edit_preservation_compares_the_unedited_part_before_and_after(sets, tmp_path):
+    """An edited sample whose top points moved and whose other surfels changed colour: the
+    measure renders only the unmoved points' surfels, before and after; PSNR by hand."""
+    import dataclasses
+
+    from ga_jax.evaluation.object_sets import GeneratedObject
+    from ga_jax.pipeline.sample_files import write_sample
+
+    config, _, _ = sets
+    rng = np.random.default_rng(5)
+    points = rng.normal(size=(40, 3))
+    points = 0.25 * points / np.linalg.norm(points, axis=1, keepdims=True)
+    surfels = sphere_surfels(np.zeros(3), 0.25, (0.2, 0.6, 0.3), 400, rng)
+    owner = np.argmin(((surfels.means[:, None] - points[None]) ** 2).sum(-1), axis=1)
+    moved = points[:, 2] > 0.1
+    offset = np.array([0.1, 0.0, 0.0])
+    after_surfels = dataclasses.replace(
+        surfels,
+        means=(surfels.means + moved[owner][:, None] * offset).astype(np.float32),
+        colors=np.where(moved[owner][:, None], surfels.colors, surfels.colors + 0.05),
+    )
+    ids = np.arange(40)
+    before = _sample(points, ids, surfels, {"prompt": "a sphere"})
+    after = _sample(points + moved[:, None] * offset, ids, after_surfels,
+                    {"prompt": "a sphere", "edited_from": str(tmp_path / "before")})  # fmt: skip
+    write_sample(tmp_path / "before", before, size=32)
+    write_sample(tmp_path / "generated" / "after", after, size=32)
+    config = config.copy_and_resolve_references()
+    config.generated.root = str(tmp_path / "generated")
+    config.evals = {"edit": dict(type="edit_preservation")}
+    report = run_evaluation(config, tmp_path / "work")
+    result = report["metrics"]["edit"]
+    assert result["count"] == [1]
+    np.testing.assert_allclose(result["value"]["unedited_fraction"], 1 - moved.mean())
+    # By hand: each render keeps the surfels nearest to an unmoved point among the unmoved
+    # points and the moved ones before and after the move; rendered alone, then PSNR.
+    protocol = RenderProtocol.from_config(config.protocol)
+    union = np.concatenate([points[~moved], points[moved], points[moved] + offset])
+    renders = []
+    for s in (surfels, after_surfels):
+        d = ((s.means[:, None].astype(np.float64) - union[None]) ** 2).sum(-1)
+        keep = d.argmin(axis=1) < (~moved).sum()
+        s = dataclasses.replace(s, opacities=np.where(keep, s.opacities, 0.0))
+        renders.append(GeneratedObject("x", None, "").views(protocol, s).astype(np.float64))
+    mse = ((renders[0] - renders[1]) ** 2).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(result["value"]["psnr"], np.mean(-10 * np.log10(mse)), rtol=1e-4)

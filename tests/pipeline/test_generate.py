@@ -191,6 +191,7 @@ def test_sample_and_edit_jobs(tmp_path, monkeypatch):
     out = run_edit(e, load_config)
     edited = read_sample(out)
     assert edited.info["edits"][-1]["op"] == "delete" and edited.info["sample_index"] == 1
+    assert edited.info["edited_from"] == str(directories[1].resolve())  # the edit measure's
     # An edited PLY with a moved point: rows kept by index.
     points = read_ply_points(directories[0] / "points.ply")
     points[0] += 0.01
