@@ -77,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             geometry=dict(type="geometry", points=4096, tau=0.01),
             reconstruction=dict(type="reconstruction"),
             clip_score=dict(type="clip_score"),
+            edit_preservation=dict(type="edit_preservation"),  # edited sample directories
         )
     )
     c.batch_objects = 8
