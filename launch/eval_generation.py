@@ -55,6 +55,7 @@ _TRAIN_SEED = flags.DEFINE_integer("train_seed", 0, "the training objects' datas
 _TRAIN_OBJECTS = flags.DEFINE_integer("train_objects", 1000, "training objects to draw from")
 _SEEDS = flags.DEFINE_integer("seeds", 4, "seeds per seen prompt (text)")
 _HELDOUT_SEEDS = flags.DEFINE_integer("heldout_seeds", 8, "seeds per held-out prompt (text)")
+_SEED = flags.DEFINE_integer("seed", 0, "noise seed of the text task's samples")
 _BACKEND = flags.DEFINE_string("backend", "native", "renderer for the judge views")
 _STAGE_GUIDANCE = flags.DEFINE_multi_string(
     "stage_guidance",
@@ -139,6 +140,7 @@ def main(argv):
         seeds=_SEEDS.value,
         heldout_seeds=_HELDOUT_SEEDS.value,
         backend=_BACKEND.value,
+        seed=_SEED.value,
     )
     if _RECORD.value:
         record(summary, f"{_OUT.value}/judges.npz")
