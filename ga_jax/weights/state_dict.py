@@ -33,6 +33,16 @@ def torch_kernel_to_linen(path: tuple[str, ...], value: np.ndarray) -> np.ndarra
     return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T
 
 
+def torch_kernel_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The torch shape of a Linen parameter (the inverse of torch_kernel_to_linen's layouts):
+    a 'kernel' HWIO -> OIHW, [in, out] -> [out, in]; every other leaf unchanged."""
+    if path[-1] != "kernel":
+        return shape
+    if len(shape) == 4:
+        return (shape[3], shape[2], shape[0], shape[1])
+    return shape[::-1]
+
+
 def convert_state_dict(
     state: Mapping[str, Any],
     layout: Layout,

@@ -51,7 +51,11 @@ import numpy as np
 from jax import lax
 
 from ga_jax.weights import torch_pickle
-from ga_jax.weights.state_dict import convert_state_dict, torch_kernel_to_linen
+from ga_jax.weights.state_dict import (
+    convert_state_dict,
+    torch_kernel_shape,
+    torch_kernel_to_linen,
+)
 
 FEATURE_DIM = 2048  # the global average pool, the FID/KID feature
 NUM_LOGITS = 1008
@@ -369,11 +373,7 @@ _TORCH_LEAF = {
 def _torch_layout(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
     """(torch key, torch shape) of our parameter at ``path`` with ``shape``."""
     key = ".".join((*path[:-1], _TORCH_LEAF[path[-2:]]))
-    if path[-1] == "kernel" and len(shape) == 4:
-        shape = (shape[3], shape[2], shape[0], shape[1])  # HWIO -> OIHW
-    elif path[-1] == "kernel":
-        shape = shape[::-1]  # Dense [in, out] -> Linear [out, in]
-    return key, shape
+    return key, torch_kernel_shape(path, shape)
 
 
 @functools.cache

@@ -92,7 +92,12 @@ import numpy as np
 from jax import lax
 
 from ga_jax.weights import torch_pickle
-from ga_jax.weights.state_dict import convert_state_dict, some_keys, torch_kernel_to_linen
+from ga_jax.weights.state_dict import (
+    convert_state_dict,
+    some_keys,
+    torch_kernel_shape,
+    torch_kernel_to_linen,
+)
 
 PATCH_SIZE = 32
 LONGER_SIDES = (224, 384)  # scale ids 0 and 1; the native resolution is scale id 2
@@ -532,11 +537,7 @@ def _torch_layout(
     if names == ["head"] and num_classes > 1:
         names.append("0")  # AVA: head = Sequential(Linear, Softmax)
     key = ".".join((*names, _TORCH_LEAF.get(path[-1], path[-1])))
-    if path[-1] == "kernel" and len(shape) == 4:
-        shape = (shape[3], shape[2], shape[0], shape[1])  # HWIO -> OIHW
-    elif path[-1] == "kernel":
-        shape = shape[::-1]  # Dense [in, out] -> Linear [out, in]
-    return key, shape
+    return key, torch_kernel_shape(path, shape)
 
 
 @functools.cache
