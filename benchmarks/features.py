@@ -81,6 +81,7 @@ def main(argv=None) -> None:
         )
         first, mean = timed(lambda p=protocol: obj.views(p, surfels), args.calls)
         print(f"{'render ' + backend:<22} {first:>10.2f} {mean:>9.3f} {1 / mean:>10.2f}")
+    protocol = RenderProtocol(points=args.points)
     first, mean = timed(lambda: obj.cloud(protocol, surfels), args.calls)
     print(f"{'cloud (FPS)':<22} {first:>10.2f} {mean:>9.3f} {1 / mean:>10.2f}")
     views = rng.uniform(size=(args.batch, args.views, args.resolution, args.resolution, 3))
