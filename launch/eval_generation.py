@@ -62,6 +62,9 @@ _STAGE_GUIDANCE = flags.DEFINE_multi_string(
     [],
     "STAGE=SCALE: sample that stage (1 or 2) with this guidance scale instead of its model's",
 )
+_RESCALE = flags.DEFINE_float(
+    "guidance_rescale", None, "guidance rescale of both stages (ga_jax/flow/guidance.py)"
+)
 _OUT = flags.DEFINE_string("out", None, "output directory")
 flags.mark_flags_as_required(["task", "heldout", "train_fps_root", "out"])
 
@@ -122,6 +125,8 @@ def main(argv):
     logging.getLogger().setLevel(logging.INFO)
     pipeline = load_pipeline()
     override_guidance(pipeline, _STAGE_GUIDANCE.value)
+    if _RESCALE.value is not None:
+        pipeline.guidance_rescale = _RESCALE.value
     judges = build_judges(
         _TRAIN_FPS.value,
         seed=_TRAIN_SEED.value,

@@ -183,6 +183,9 @@ def judge_generation(
         **expected,
         "shape": shape[0],
         "shape_distance": float(distance[0]),
+        # How far the stage-1 points reach (the data frame is [-0.45, 0.45]^3): guidance
+        # above the trained scale can buy class accuracy by overshooting the object's size.
+        "max_abs_xyz": float(np.max(np.abs(np.asarray(xyz)))),
         "colour": judges.colour.judge(colour),
         "mean_colour": colour.round(4).tolist(),
     }
@@ -294,9 +297,14 @@ def accuracy(rows: Sequence[dict[str, Any]], key: str) -> float | None:
     return float(np.mean([r.get(key) == r[f"expected_{key}"] for r in judged]))
 
 
+FRAME = 0.45  # the latent frame's half size: the data's objects lie inside [-0.45, 0.45]^3
+
+
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Accuracies (shape, colour, and the parts' colours where expected) over all rows and
-    over the seen / held-out combinations, with the mean seconds per sample."""
+    over the seen / held-out combinations, with the mean seconds per sample and, for judged
+    samples, the mean of their stage-1 points' largest |coordinate| and the fraction of
+    samples reaching outside the frame."""
     groups = {
         "all": list(rows),
         "seen": [r for r in rows if not r.get("heldout")],
@@ -313,6 +321,10 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 out[name][f"{key}_accuracy"] = value
         if "seconds" in subset[0]:
             out[name]["seconds_per_sample"] = float(np.mean([r["seconds"] for r in subset]))
+        reach = [r["max_abs_xyz"] for r in subset if "max_abs_xyz" in r]
+        if reach:
+            out[name]["mean_max_abs_xyz"] = float(np.mean(reach))
+            out[name]["outside_frame_fraction"] = float(np.mean(np.asarray(reach) > FRAME))
     return out
 
 
@@ -448,6 +460,7 @@ def captions_to_3d(
             **expected_words(caption),
             "instance_id": item["instance_id"],
             "caption": caption,
+            "heldout": has_heldout_combo(caption),
         }
         row = judge_generation(judges, sample.cloud.xyz, sample.surfels, expected, backend=backend)
         rows.append({**row, "seconds": seconds})

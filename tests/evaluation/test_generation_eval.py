@@ -53,6 +53,10 @@ def test_summarise_counts_by_hand():
     assert s["all"]["shape_accuracy"] == 2 / 3 and s["all"]["colour_accuracy"] == 2 / 3
     assert s["seen"]["shape_accuracy"] == 0.5 and s["seen"]["colour_accuracy"] == 1.0
     assert s["heldout"]["colour_accuracy"] == 0.0
+    assert "mean_max_abs_xyz" not in s["all"]  # only judged rows carry the reach
+    rows[0]["max_abs_xyz"], rows[1]["max_abs_xyz"] = 0.40, 0.50
+    s = summarise(rows)
+    assert s["seen"]["mean_max_abs_xyz"] == 0.45 and s["seen"]["outside_frame_fraction"] == 0.5
 
 
 def _composition_surface(obj, n, seed):
