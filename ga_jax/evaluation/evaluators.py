@@ -52,6 +52,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ga_jax.data.fps import farthest_point_sample
+from ga_jax.evaluation.object_sets import file_digest
 from ga_jax.metrics.distributions import (
     earth_movers_distance,
     frechet_distance_of_features,
@@ -180,9 +181,7 @@ def _dinov2(config, mesh: Mesh) -> FeatureNetwork:
     def forward(params, images):
         return {"features": module.apply({"params": params}, images)[1]}
 
-    network = _network("dinov2", "views", config, load, forward, mesh)
-    network.prepare = prepare
-    return network
+    return _network("dinov2", "views", config, load, forward, mesh, prepare)
 
 
 def _musiq(config, mesh: Mesh) -> FeatureNetwork:
@@ -208,9 +207,7 @@ def _musiq(config, mesh: Mesh) -> FeatureNetwork:
         scores, features = musiq_forward(params, inputs)
         return {"scores": scores, "features": features}
 
-    network = _network("musiq", "views", config, load, forward, mesh)
-    network.prepare = prepare
-    return network
+    return _network("musiq", "views", config, load, forward, mesh, prepare)
 
 
 def _pointnet(config, mesh: Mesh) -> FeatureNetwork:
@@ -237,9 +234,9 @@ def _pointnet(config, mesh: Mesh) -> FeatureNetwork:
     return _network("pointnet", "clouds", config, load, forward, mesh)
 
 
-def _network(kind, source, config, load, forward, mesh) -> FeatureNetwork:
+def _network(kind, source, config, load, forward, mesh, prepare=jnp.asarray) -> FeatureNetwork:
     digest = weights_digest(config.weights, config.seed)
-    return FeatureNetwork(kind, source, digest, not config.weights, load, forward, mesh)
+    return FeatureNetwork(kind, source, digest, not config.weights, load, forward, mesh, prepare)
 
 
 class PairedViewMetrics:
@@ -278,15 +275,6 @@ def _lpips(params, a, b):
     return lpips_distance(params, a, b, precision=jax.lax.Precision.HIGHEST)
 
 
-def directory_digest(path: str | Path) -> str:
-    """SHA-256 over a directory's files (names and bytes), sorted by name."""
-    h = hashlib.sha256()
-    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(file.relative_to(path).as_posix().encode() + b"\0")
-        h.update(weights_digest(str(file), 0).encode())
-    return h.hexdigest()
-
-
 class ClipScorer:
     """CLIP score as torchmetrics' CLIPScore computes it (100 x max(cos(image, text), 0) per
     image-prompt pair, averaged), with transformers' Flax CLIP read from a local directory
@@ -301,7 +289,8 @@ class ClipScorer:
         self.path = Path(config.weights)
         if not self.path.is_dir():
             raise FileNotFoundError(f"networks.clip.weights: {self.path} is not a directory")
-        self.weights = directory_digest(self.path)
+        files = sorted(p for p in self.path.rglob("*") if p.is_file())
+        self.weights = file_digest(files, self.path)
         self._model = None
 
     def _load(self):

@@ -53,6 +53,8 @@ from ga_jax.metrics.judges import (
     rotation_min_chamfer,
     split_height,
 )
+from ga_jax.pipeline.generate import BOX
+from ga_jax.pipeline.sample_files import write_sample
 from ga_jax.rendering.cameras import Cameras
 from ga_jax.rendering.render import render_surfels
 from ga_jax.rendering.surfels import Surfels
@@ -297,14 +299,11 @@ def accuracy(rows: Sequence[dict[str, Any]], key: str) -> float | None:
     return float(np.mean([r.get(key) == r[f"expected_{key}"] for r in judged]))
 
 
-FRAME = 0.45  # the latent frame's half size: the data's objects lie inside [-0.45, 0.45]^3
-
-
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Accuracies (shape, colour, and the parts' colours where expected) over all rows and
     over the seen / held-out combinations, with the mean seconds per sample and, for judged
     samples, the mean of their stage-1 points' largest |coordinate| and the fraction of
-    samples reaching outside the frame."""
+    samples reaching outside the latent frame [-BOX, BOX]^3."""
     groups = {
         "all": list(rows),
         "seen": [r for r in rows if not r.get("heldout")],
@@ -324,7 +323,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         reach = [r["max_abs_xyz"] for r in subset if "max_abs_xyz" in r]
         if reach:
             out[name]["mean_max_abs_xyz"] = float(np.mean(reach))
-            out[name]["outside_frame_fraction"] = float(np.mean(np.asarray(reach) > FRAME))
+            out[name]["outside_frame_fraction"] = float(np.mean(np.asarray(reach) > BOX))
     return out
 
 
@@ -446,8 +445,6 @@ def captions_to_3d(
     """Text to 3D from each held-out object's own caption (sample 0 of `seed`), written as a
     sample directory <samples_dir>/<instance_id>/ (named like the object, so that the metric
     job pairs it with its ground truth: launch.evaluate) and judged against the caption."""
-    from ga_jax.pipeline.sample_files import write_sample  # noqa: PLC0415 - pipeline layer
-
     rows = []
     for i in range(len(latents)):
         item = latents[i]

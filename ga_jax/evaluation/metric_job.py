@@ -52,7 +52,6 @@ __all__ = ["run_evaluation"]
 
 log = logging.getLogger(__name__)
 
-SIDES = ("generated", "reference")
 PAIRED = "paired_views"
 CLIP = "clip_score"
 EDIT = "edit_preservation"

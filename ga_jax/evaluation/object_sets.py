@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -347,11 +347,3 @@ def list_reference(
             if name not in names:
                 problems.append(Problem(str(fps_root / name / fps_file), "missing (FPS cloud)"))
     return objects, problems
-
-
-def pair_by_name(
-    generated: Sequence[GeneratedObject], reference: Sequence[ReferenceObject]
-) -> list[tuple[GeneratedObject, ReferenceObject]]:
-    """(generated, reference) pairs whose names agree, in the reference's order."""
-    by_name = {g.name: g for g in generated}
-    return [(by_name[r.name], r) for r in reference if r.name in by_name]
