@@ -54,9 +54,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ga_jax.data.fps import farthest_point_sample
 from ga_jax.evaluation.object_sets import file_digest
 from ga_jax.metrics.distributions import (
-    earth_movers_distance,
     frechet_distance_of_features,
     kid,
+    pairwise_emd,
 )
 from ga_jax.metrics.pointcloud import chamfer_distance, coverage_mmd, f_score, pairwise_chamfer
 
@@ -506,7 +506,7 @@ def _cov_mmd_eval(spec, data: EvalData) -> dict[str, Any]:
         d = np.asarray(pairwise_chamfer(jnp.asarray(gen), jnp.asarray(ref), variant=variant))
         what = f"Chamfer '{variant}'"
     elif distance == "emd":
-        d = np.array([[earth_movers_distance(g, r) for r in ref] for g in gen])
+        d = pairwise_emd(gen, ref)
         what = "exact EMD"
     else:
         raise ValueError(f"cov_mmd.distance: expected 'chamfer' or 'emd', got {distance!r}")

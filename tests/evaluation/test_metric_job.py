@@ -341,3 +341,24 @@ def test_edit_preservation_compares_the_unedited_part_before_and_after(sets, tmp
         renders.append(GeneratedObject("x", None, "").views(protocol, s).astype(np.float64))
     mse = ((renders[0] - renders[1]) ** 2).mean(axis=(1, 2, 3))
     np.testing.assert_allclose(result["value"]["psnr"], np.mean(-10 * np.log10(mse)), rtol=1e-4)
+
+
+def test_cov_mmd_with_emd_matches_brute_force_over_permutations():
+    import itertools
+
+    from ga_jax.evaluation.evaluators import EVALUATORS, EvalData
+
+    rng = np.random.default_rng(0)
+    gen, ref = rng.normal(size=(3, 5, 3)), rng.normal(size=(4, 5, 3))
+    data = EvalData(
+        features={"generated": {"cloud": {"cloud": gen}}, "reference": {"cloud": {"cloud": ref}}},
+        names={"generated": list("abc"), "reference": list("abcd")},
+        paired={},
+        clip=None,
+        edits={},
+    )
+    got = EVALUATORS["cov_mmd"][1]({"distance": "emd", "points": 5}, data)["value"]
+    d = np.array([[min(np.linalg.norm(a - b[list(p)], axis=1).mean()
+                       for p in itertools.permutations(range(5))) for b in ref] for a in gen])  # fmt: skip
+    assert got["cov"] == len(set(d.argmin(1))) / len(ref) * 100
+    np.testing.assert_allclose(got["mmd"], d.min(0).mean() * 1000, rtol=1e-6)
