@@ -358,7 +358,8 @@ def test_cov_mmd_with_emd_matches_brute_force_over_permutations():
         edits={},
     )
     got = EVALUATORS["cov_mmd"][1]({"distance": "emd", "points": 5}, data)["value"]
-    d = np.array([[min(np.linalg.norm(a - b[list(p)], axis=1).mean()
-                       for p in itertools.permutations(range(5))) for b in ref] for a in gen])  # fmt: skip
+    perms = [list(p) for p in itertools.permutations(range(5))]
+    d = np.array([[min(np.linalg.norm(a - b[p], axis=1).mean() for p in perms) for b in ref]
+                  for a in gen])  # fmt: skip
     assert got["cov"] == len(set(d.argmin(1))) / len(ref) * 100
     np.testing.assert_allclose(got["mmd"], d.min(0).mean() * 1000, rtol=1e-6)
