@@ -13,6 +13,7 @@ from ml_collections import config_flags
 
 from configs.loading import load_config
 from ga_jax.pipeline.jobs import run_edit
+from launch import cluster
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/sample/edit.py", "editing config")
 
@@ -20,6 +21,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/sample/edit.py", "e
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
+    cluster.initialize(multi_process=False)
     print(run_edit(_CONFIG.value, load_config))
 
 

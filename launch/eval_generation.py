@@ -34,6 +34,7 @@ from ga_jax.data.latents import LatentDataset
 from ga_jax.evaluation.generation import TASKS, build_judges, run_generation_eval
 from ga_jax.pipeline.generate import Pipeline
 from ga_jax.weights.model_files import add_to_models_directory, record_measurement
+from launch import cluster
 
 _TASK = flags.DEFINE_enum("task", None, TASKS, "what to measure")
 _VAE = flags.DEFINE_string(
@@ -123,6 +124,7 @@ def record(summary: dict, judges_file: str) -> None:
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
+    cluster.initialize(multi_process=False)
     pipeline = load_pipeline()
     override_guidance(pipeline, _STAGE_GUIDANCE.value)
     if _RESCALE.value is not None:

@@ -16,6 +16,7 @@ from ml_collections import config_flags
 from ga_jax.data.latents import LatentDataset, pooled_stats
 from ga_jax.evaluation.vae_jobs import evaluate_reconstruction
 from ga_jax.models.vae.reconstruct import LATENTS
+from launch import cluster
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "the run's configs/vae/*.py file")
 _WORKDIR = flags.DEFINE_string("workdir", None, "the training run's workdir")
@@ -32,6 +33,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
+    cluster.initialize()
     noise_std, tag = None, "" if _LATENT.value == "mean" else f"_{_LATENT.value}"
     if _LATENT.value == "noisy":
         if not _NOISE_STATS.value:

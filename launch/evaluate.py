@@ -15,6 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from ga_jax.evaluation.metric_job import run_evaluation
+from launch import cluster
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a configs/eval/*.py file")
 _WORKDIR = flags.DEFINE_string("workdir", None, "where the report and the feature cache go")
@@ -24,6 +25,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
+    cluster.initialize(multi_process=False)
     config = _CONFIG.value
     if not config.generated.root:
         raise app.UsageError("--config.generated.root: the generated objects' directory")

@@ -12,6 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from ga_jax.evaluation.vae_jobs import extract_latents
+from launch import cluster
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "the run's configs/vae/*.py file")
 _WORKDIR = flags.DEFINE_string("workdir", None, "the training run's workdir")
@@ -30,6 +31,7 @@ flags.mark_flags_as_required(["config", "workdir", "out"])
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
+    cluster.initialize()
     extract_latents(
         _CONFIG.value,
         _WORKDIR.value,

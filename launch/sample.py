@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from configs.loading import load_config
 from ga_jax.pipeline.jobs import run_sampling
+from launch import cluster
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/sample/default.py", "sampling config")
 
@@ -22,6 +23,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/sample/default.py",
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
+    cluster.initialize(multi_process=False)
     for directory in run_sampling(_CONFIG.value, load_config):
         print(directory)
 

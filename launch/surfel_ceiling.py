@@ -12,6 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from ga_jax.evaluation.surfel_ceiling import fit_free_surfels
+from launch import cluster
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a configs/vae/*.py file")
 _NUM_SURFELS = flags.DEFINE_integer("num_surfels", 4096, "surfels per object (<= FPS points)")
@@ -23,11 +24,20 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
+    cluster.initialize(multi_process=False)
     r = fit_free_surfels(
         _CONFIG.value, num_surfels=_NUM_SURFELS.value, steps=_STEPS.value, lr=_LR.value
     )
-    header = ("surfels", "steps", "train PSNR", "held-out PSNR", "SSIM", "novel PSNR",
-              "novel SSIM", "records")
+    header = (
+        "surfels",
+        "steps",
+        "train PSNR",
+        "held-out PSNR",
+        "SSIM",
+        "novel PSNR",
+        "novel SSIM",
+        "records",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * len(header))
     print(

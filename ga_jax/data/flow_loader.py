@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from ga_jax.data.latents import LatentDataset, LatentFormatError
+from ga_jax.data.process_shards import process_block
 
 LATENT_FIELDS = ("sample", "mean")
 
@@ -119,9 +120,9 @@ def make_flow_loader(
     ds = grain.MapDataset.source(source)
     if config.shuffle:
         ds = ds.shuffle(seed=config.seed)
-    usable = len(source) - len(source) % shard_count
-    ds = ds[:usable][shard_index::shard_count]
     ds = ds.repeat(config.num_epochs)
     ds = ds.random_map(_PickEncoding(config.latent_field, config.use_images), seed=config.seed + 1)
+    # Each process loads its block of every global batch: the same batches for any count.
+    ds = process_block(ds, config.batch_size, shard_index, shard_count)
     ds = ds.batch(config.batch_size // shard_count, drop_remainder=True)
     return iter(ds.to_iter_dataset())

@@ -9,10 +9,9 @@ Pipeline (grain dataset API), with N = len(source) records:
 
     MapDataset.source(VaeRecordSource)          record i = chunk i // 2, half i % 2
       .shuffle(seed_a)                          global order, reshuffled every epoch
-      [: N - N % shard_count]                   every shard gets the same number per epoch
       .repeat(num_epochs)                       None = infinite
       .random_map(VaeSampleTransform, seed_b)   per-element RNG from (seed_b, position)
-      [shard_index::shard_count]                this process's shard
+      process_block(batch_size, index, count)   this process's block of each global batch
       .to_iter_dataset(read threads)
       .mp_prefetch(worker_count)                (skipped when worker_count == 0)
       -> VaeBatchIterator                       drops bad records, stacks batches
@@ -20,9 +19,11 @@ Pipeline (grain dataset API), with N = len(source) records:
 seed_a and seed_b derive from config.seed. The RNG of an element depends on its position in
 the global (repeated, shuffled) stream, so different shards and different epochs get
 independent augmentations, and one seed fixes every batch whatever the worker count (grain
-interleaves the workers' slices in a fixed order). Up to shard_count - 1 records are left out
-of each epoch (different ones each epoch) so that all processes see the same number of
-batches and none waits for another at the end of a finite run.
+interleaves the workers' slices in a fixed order). Process p loads the p-th contiguous block
+of each global batch (ga_jax/data/process_shards.py), so the global batch assembled from the
+processes' blocks is the same records in the same order for any process count, and every
+process reads the same number of batches. A bad record skipped in one process shifts only
+that process's blocks.
 
 Bad input (config.on_error): 'fail' raises the GBufferError that names the file (from a
 worker too: grain re-raises it here). 'skip' turns the record into a BadRecord in the
@@ -49,6 +50,7 @@ import numpy as np
 from absl import flags
 
 from ga_jax.data.gbuffer import GBufferError
+from ga_jax.data.process_shards import process_block
 from ga_jax.data.source import VaeRecordSource, chunk_view_count
 from ga_jax.data.transforms import BadRecord, SampleOptions, VaeSampleTransform
 
@@ -114,21 +116,20 @@ def make_vae_dataset(
 
     source = make_source(config) if source is None else source
     _check_views_per_half(source, options)
-    usable = len(source) - len(source) % shard_count
-    if usable == 0:
+    if len(source) < batch_size:
         raise ValueError(
-            f"shard_count: {shard_count} shards but only {len(source)} records in {source!r}"
+            f"batch_size: a global batch of {batch_size} but only {len(source)} records in "
+            f"{source!r}"
         )
 
     shuffle_seed, map_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
     ds = grain.MapDataset.source(source)
     if config.shuffle:
         ds = ds.shuffle(seed=shuffle_seed)
-    if usable < len(source):
-        ds = ds[:usable]
     ds = ds.repeat(num_epochs)
     ds = ds.random_map(VaeSampleTransform(options), seed=map_seed)
-    ds = ds[shard_index::shard_count]
+    # Each process loads its block of every global batch: the same batches for any count.
+    ds = process_block(ds, batch_size, shard_index, shard_count)
     it = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_buffer_size)
     )
@@ -271,4 +272,3 @@ def _ensure_absl_flags_parsed() -> None:
     # UnparsedFlagAccessError. Accept the defaults in that case.
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
-

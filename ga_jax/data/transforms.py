@@ -309,6 +309,27 @@ class VaeBatch(NamedTuple):
             raise KeyError(f"VaeBatch: the sample has no field(s) {missing}")
         return cls(**{f: sample[f] for f in cls._fields})
 
+    @classmethod
+    def abstract(cls, config: Any) -> VaeBatch:
+        """The shapes and dtypes (jax.ShapeDtypeStruct) of a global batch that the data config
+        `config` reads (config.batch_size samples): what an ahead-of-time compile of a step
+        needs without reading data (launch.compile_check)."""
+        import jax  # noqa: PLC0415 - the transforms run in grain workers without jax
+
+        o = SampleOptions.from_config(config)
+        b, v, k2 = int(config.batch_size), o.views_per_half, 2 * o.num_supervise_per_half
+        s, r = o.encoder_size, o.render_size
+        shapes = dict(
+            encoder_input=(b, v, s, s, 15),
+            fps_xyz=(b, o.fps_points, 3),
+            target_rgb=(b, k2, r, r, 3),
+            target_alpha=(b, k2, r, r),
+            target_normal=(b, k2, r, r, 3),
+            target_cameras=(b, k2, 25),
+            background=(b, 3),
+        )
+        return cls(**{f: jax.ShapeDtypeStruct(shapes[f], np.float32) for f in cls._fields})
+
     def targets(self) -> dict[str, Any]:
         """The supervision maps, as ga_jax.losses.vae reads them."""
         return {k: getattr(self, k) for k in ("target_rgb", "target_alpha", "target_normal")}

@@ -4,7 +4,9 @@
     python -m launch.extract_latents --config=C --workdir=W --out=DIR
 
 Both restore the latest checkpoint of `W/checkpoints` and read `config.eval_data` (evaluation)
-or `config.data` (extraction) in one ordered pass, without jitter.
+or `config.data` (extraction) in one ordered pass, without jitter. In a multi-process run each
+process loads its block of every global batch, the results are gathered to every process in
+the global batch's order, and process 0 alone writes the files: the same files as one process.
 
 Evaluation: the posterior mean of each record's encoded views is decoded and rendered with the
 record's supervision cameras (views of both halves: ones the encoder saw and ones it did not);
@@ -47,7 +49,7 @@ from ga_jax.evaluation.error_regions import (
 from ga_jax.metrics.image import VIEW_METRICS
 from ga_jax.models.vae.reconstruct import reconstruct
 from ga_jax.models.vae.vae import VAE, abstract_variables, build_vae
-from ga_jax.parallel.batch import to_global_batch
+from ga_jax.parallel.batch import gather_host_batch, to_global_batch, to_host
 from ga_jax.parallel.mesh import batch_axes, make_mesh, rules_context, sharded_abstract
 from ga_jax.train.checkpoint import restore_params
 
@@ -119,9 +121,8 @@ def evaluate_reconstruction(
         axes = batch_axes(mesh, rules)
         for n, batch in enumerate(loader):
             rng = jax.random.fold_in(jax.random.key(seed), n)
-            out = jax.device_get(
-                fn(params, to_global_batch(VaeBatch.from_sample(batch), mesh, axes), rng)
-            )
+            out = to_host(fn(params, to_global_batch(VaeBatch.from_sample(batch), mesh, axes), rng))
+            records = gather_host_batch(batch["record_index"])  # the global batch's, in order
             novel = slice(out.images.shape[1] // 2, None)  # the other half's views
             accumulate_error_regions(
                 regions,
@@ -129,7 +130,7 @@ def evaluate_reconstruction(
                 out.images[:, novel, 1],
                 out.target_alpha[:, novel],
             )
-            for i, record in enumerate(batch["record_index"]):
+            for i, record in enumerate(records):
                 name = _object_of(source[int(record)].chunk)
                 per_object[name].append({k: float(out.metrics[k][i]) for k in VIEW_METRICS})
         loader.close()
@@ -151,6 +152,8 @@ def evaluate_reconstruction(
         "objects": rows,
         "novel_error_regions": summarise_error_regions(regions),
     }
+    if jax.process_index() != 0:  # every process holds the result; process 0 writes it
+        return result
     (workdir / f"eval_recon{tag}.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"Reconstruction of held-out views, checkpoint step {step}, "
@@ -249,17 +252,19 @@ def extract_latents(
             inputs = to_global_batch(
                 {k: batch[k] for k in ("encoder_input", "fps_xyz")}, mesh, axes
             )
-            mean, logvar, sample = jax.device_get(
+            mean, logvar, sample = to_host(
                 encode(
                     params, inputs["encoder_input"], inputs["fps_xyz"], jax.random.fold_in(rng, n)
                 )
             )
-            for i, record in enumerate(batch["record_index"]):
+            # The global batch's records in order (every process's block: a collective).
+            host = gather_host_batch({k: batch[k] for k in ("record_index", "fps_xyz")})
+            for i, record in enumerate(host["record_index"]):
                 rec = source[int(record)]
                 name = _object_of(rec.chunk)
                 entry = pending.setdefault(name, _Pending(source.caption(int(record))))
                 for key, value in (
-                    ("xyz", batch["fps_xyz"][i]),
+                    ("xyz", host["fps_xyz"][i]),
                     ("mean", mean[i]),
                     ("logvar", logvar[i]),
                     ("sample", sample[i]),
@@ -287,6 +292,8 @@ def extract_latents(
             max(counts),
             encodings,
         )
+    if jax.process_index() != 0:  # one copy of the dataset: process 0 writes it
+        return Path(out)
     with LatentWriter(
         out,
         num_points=int(config.model.num_points),

@@ -43,7 +43,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ga_jax.parallel.batch import to_global_batch
+from ga_jax.parallel.batch import to_global_batch, to_host
 from ga_jax.parallel.mesh import batch_axes, batch_sharding, make_mesh, rules_context
 from ga_jax.train.checkpoint import Checkpointer, restore_params
 from ga_jax.train.metrics_writer import MetricWriter, Progress
@@ -131,7 +131,7 @@ class _Window:
         if not self.device:
             return
         steps = [s for s, _ in self.device]
-        host = jax.device_get([m for _, m in self.device])
+        host = to_host([m for _, m in self.device])
         self.device = []
         for step, metrics in zip(steps, host, strict=True):
             total = float(metrics["total"])
@@ -172,10 +172,12 @@ class _Evaluator:
             metrics, images = self.fn(
                 params, to_global_batch(batch, self.mesh, self.axes), self.frozen
             )
-            for k, v in jax.device_get(metrics).items():
+            for k, v in to_host(metrics).items():
                 values.setdefault(k, []).extend(np.asarray(v).reshape(-1).tolist())
             if i == 0 and images is not None:
-                self.task.save_images(workdir / "eval" / f"step_{step:07d}.png", np.asarray(images))
+                images = to_host(images)  # a collective: every process takes part
+                if jax.process_index() == 0:
+                    self.task.save_images(workdir / "eval" / f"step_{step:07d}.png", images)
         return {f"eval/{k}": float(np.mean(v)) for k, v in values.items()}
 
 
@@ -222,7 +224,7 @@ def train_and_evaluate(task: Task, config, workdir: str | Path) -> dict[str, flo
         )
         finite_fn = jax.jit(_all_finite)
         evaluator = _Evaluator(task, mesh, axes, frozen) if tc.eval_every_steps > 0 else None
-        writer = MetricWriter(workdir)
+        writer = MetricWriter(workdir, active=jax.process_index() == 0)
         first = int(state.step)
         progress = Progress(tc.total_steps, first)
         last: dict[str, float] = {}

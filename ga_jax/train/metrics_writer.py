@@ -22,13 +22,20 @@ log = logging.getLogger(__name__)
 
 
 class MetricWriter:
-    """Writes scalars to `workdir/metrics.jsonl` and (if tensorboardX imports) event files."""
+    """Writes scalars to `workdir/metrics.jsonl` and (if tensorboardX imports) event files.
 
-    def __init__(self, workdir: str | Path, *, tensorboard: bool = True):
+    active=False writes nothing: in a multi-process run only process 0's writer is active, so
+    the files hold each step once.
+    """
+
+    def __init__(self, workdir: str | Path, *, tensorboard: bool = True, active: bool = True):
         self.workdir = Path(workdir)
+        self._jsonl = None
+        self._tb = None
+        if not active:
+            return
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.workdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
-        self._tb = None
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
@@ -38,6 +45,8 @@ class MetricWriter:
                 self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        if self._jsonl is None:
+            return
         values = {name: float(np.asarray(value)) for name, value in scalars.items()}
         record = {"step": int(step), "time": time.time(), **values}
         # NaN/inf are not JSON: write them as strings so the line stays parseable.
@@ -56,13 +65,15 @@ class MetricWriter:
             self._tb.add_image(name, np.clip(image, 0, 1), int(step), dataformats="HWC")
 
     def flush(self) -> None:
-        self._jsonl.flush()
+        if self._jsonl is not None:
+            self._jsonl.flush()
         if self._tb is not None:
             self._tb.flush()
 
     def close(self) -> None:
         self.flush()
-        self._jsonl.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
 

@@ -52,6 +52,11 @@ class Task:
         """Frozen parameters the loss and the evaluation read (None: none)."""
         return None
 
+    def abstract_frozen(self) -> Any:
+        """The shapes of `frozen()` without reading weight files, for an ahead-of-time compile
+        of the step with abstract_batch's inputs (None: no frozen parameters)."""
+        return None
+
     def loss(
         self,
         params: Any,
@@ -79,6 +84,13 @@ class Task:
     def eval_data(self) -> list[Any]:
         """The host batches each evaluation reads (read once per run; [] = no evaluation)."""
         return []
+
+    def abstract_batch(self, num_points: int) -> Any:
+        """The device batch's shapes and dtypes (jax.ShapeDtypeStruct leaves) for the global
+        batch of config.data, without reading data: what an ahead-of-time compile of the step
+        needs (launch.compile_check). num_points: the latent's point count, for tasks whose
+        data config does not fix it (the flow stages)."""
+        raise NotImplementedError
 
     def device_batch(self, host_batch: Any) -> Any:
         """The part of a host batch the jitted functions read (the task's batch contract), as

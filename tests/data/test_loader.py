@@ -153,6 +153,19 @@ def test_shards_are_disjoint_and_cover_the_data(roots, shard_count, max_chunks):
         assert set(flat) == set(range(num_records))
 
 
+def test_processes_load_blocks_of_the_same_global_batches(roots):
+    """The processes' batches, concatenated in process order, are the batches one process
+    loads (the same records in the same order: what the multi-process runs rely on)."""
+    config = tiny_config(roots, num_epochs=1, batch_size=4)
+    single = [b["record_index"].tolist() for b in make_vae_loader(config)]
+    blocks = [
+        [b["record_index"].tolist() for b in make_vae_loader(config, shard_index=p, shard_count=2)]
+        for p in (0, 1)
+    ]
+    assert len(single) == 3 and all(len(b) == 3 for b in blocks)
+    assert [a + b for a, b in zip(*blocks, strict=True)] == single
+
+
 def test_shard_options_default_to_the_process(roots):
     it = make_vae_loader(tiny_config(roots, num_epochs=1))
     assert len(np.concatenate([b["record_index"] for b in it])) == 12  # 1 process: all

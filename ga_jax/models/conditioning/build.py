@@ -42,6 +42,8 @@ class Conditioner:
     trainable: bool = False
     context_dim: int
     pooled_dim: int
+    # Tokens of `context` (frozen encoders): the shape of precomputed features.
+    context_length: int
 
     def prepare(self, captions=None, images=None) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -78,6 +80,7 @@ class NullConditioner(Conditioner):
     def __init__(self, cfg: Any):
         self.context_dim = int(field(cfg, "context_dim", 32))
         self.pooled_dim = int(field(cfg, "pooled_dim", 32))
+        self.context_length = 1
 
     def load(self) -> None:
         return None

@@ -56,6 +56,7 @@ class ClipTextConditioner(Conditioner):
         self.path = Path(weights)
         self._model = self._tokenizer = None
         self.context_dim = self.pooled_dim = None
+        self.context_length = CONTEXT_LENGTH
         self._load()
 
     def _load(self):

@@ -246,6 +246,7 @@ class Dinov2Conditioner(Conditioner):
                 f"condition.image_size: expected a multiple of 14, got {self.image_size}"
             )
         self.context_dim = self.pooled_dim = self.module.width
+        self.context_length = (self.image_size // PATCH) ** 2  # the patch tokens
 
     def load(self) -> Any:
         if not self.weights:

@@ -57,7 +57,7 @@ class MiniLMConditioner(Conditioner):
     def __init__(self, cfg: Any):
         weights = field(cfg, "weights", "")
         self.path = Path(weights) if weights else None
-        self.max_length = int(field(cfg, "max_length", 32))
+        self.max_length = self.context_length = int(field(cfg, "max_length", 32))
         self._model = self._tokenizer = None
 
     def _load(self):

@@ -153,6 +153,10 @@ class FlowTask(Task):
         condition = None if self.conditioner.trainable else self.conditioner.load()
         return {"condition": condition, "vae": self._vae_params}
 
+    def abstract_frozen(self) -> Any:
+        """Nothing the step reads: abstract_batch hands a frozen encoder's features over."""
+        return {"condition": None, "vae": None}
+
     # -- step --------------------------------------------------------------------------------
 
     def loss(self, params, batch, rngs, step, frozen, extra):
@@ -186,6 +190,26 @@ class FlowTask(Task):
             return []
         loader = make_flow_loader(self.config.eval_data)
         return [b for _, b in zip(range(count), loader, strict=False)]
+
+    def abstract_batch(self, num_points: int) -> dict[str, Any]:
+        """The device batch's shapes for config.data.batch_size objects of num_points points: a
+        trained conditioner's inputs (images), else the frozen encoder's features as the
+        feature cache hands them over (conditions precomputed, so its weights are not needed)."""
+        b, c = int(self.config.data.batch_size), int(self.config.model.in_dim)
+        f32 = jnp.float32
+        if self.conditioner.trainable:
+            size = self.conditioner.image_size
+            condition = {"images": jax.ShapeDtypeStruct((b, size, size, 3), f32)}
+        else:
+            length = self.conditioner.context_length
+            condition = {
+                "context": jax.ShapeDtypeStruct((b, length, self.conditioner.context_dim), f32),
+                "pooled": jax.ShapeDtypeStruct((b, self.conditioner.pooled_dim), f32),
+            }
+        batch = {"xyz": jax.ShapeDtypeStruct((b, num_points, 3), f32), "condition": condition}
+        if self.stage == 2:  # stage 1 never reads the features
+            batch["h"] = jax.ShapeDtypeStruct((b, num_points, c), f32)
+        return batch
 
     def device_batch(self, host_batch) -> dict[str, Any]:
         """xyz, h and the conditioner's arrays of the captions / views (or, with

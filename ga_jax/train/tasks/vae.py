@@ -102,6 +102,13 @@ class VaeTask(Task):
 
         return {"lpips": load_lpips_params(self.config.loss.lpips_weights)}
 
+    def abstract_frozen(self) -> Any:
+        if not self.config.loss.use_lpips:
+            return None
+        from ga_jax.losses.lpips import random_lpips_params  # noqa: PLC0415
+
+        return {"lpips": jax.eval_shape(random_lpips_params, jax.random.key(0))}
+
     # -- step -------------------------------------------------------------------------------
 
     def loss(self, params, batch: VaeBatch, rngs, step, frozen, extra):
@@ -210,10 +217,13 @@ class VaeTask(Task):
         loader.close()
         return batches
 
+    def abstract_batch(self, num_points: int | None = None) -> VaeBatch:
+        """VaeBatch of ShapeDtypeStructs from config.data (its fps_points: num_points unused)."""
+        return VaeBatch.abstract(self.config.data)
+
     def device_batch(self, host_batch) -> VaeBatch:
         return VaeBatch.from_sample(host_batch)
 
     def evaluate(self, params, batch: VaeBatch, frozen):
         out = reconstruct(self.model, params, batch, self.sizes[-1], **self.render)
         return out.metrics, out.images
-

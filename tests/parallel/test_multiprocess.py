@@ -1,0 +1,225 @@
+"""Two processes of 4 CPU devices each (JAX's CPU collectives) train like one process of 8
+(issue 20, acceptance 1): `launch.train` started twice with explicit --coordinator_address /
+--num_processes / --process_id, against the same command run as one process.
+
+What must agree (relative 1e-5): every logged loss, the evaluation metrics, the final
+parameters; the files must exist once (metrics.jsonl lines and the evaluation grid written by
+process 0 only, one checkpoint). The mesh is data 4 x fsdp 2, so parameters are sharded across
+the two processes. Adam runs with eps = 1 so that updates follow the gradient rather than its
+sign (tests/train/test_vae_task_mesh_and_resume.py explains why).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from PIL import Image
+
+from ga_jax.data.latents import LatentDataset
+from ga_jax.train.metrics_writer import read_jsonl
+from tests.data.fake_vae_data import make_fake_dataset
+from tests.train.test_flow_task import write_latents
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 3
+TIMEOUT_S = 600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_command(config: str, workdir: Path, overrides: dict[str, object]) -> list[str]:
+    flags = {
+        "train.total_steps": STEPS,
+        "train.log_every_steps": 1,
+        "train.checkpoint_every_steps": STEPS,
+        "train.eval_every_steps": STEPS,
+        "train.eval_batches": 1,
+        "optimizer.eps": 1.0,
+        "mesh.shape.data": 4,
+        "mesh.shape.fsdp": 2,
+        **overrides,
+    }
+    return [
+        sys.executable,
+        "-m",
+        "launch.train",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        *(f"--config.{k}={v}" for k, v in flags.items()),
+    ]
+
+
+def run_processes(commands: list[list[str]], devices: int, logs: Path) -> None:
+    """Start the commands together (each with `devices` CPU devices); fail with their logs."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env.pop("PYTEST_XDIST_WORKER", None)
+    procs, outputs = [], []
+    for i, command in enumerate(commands):
+        out = open(logs / f"process_{i}.log", "w")  # noqa: SIM115 - closed below
+        outputs.append(out)
+        procs.append(
+            subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        )
+    try:
+        codes = [p.wait(timeout=TIMEOUT_S) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for out in outputs:
+            out.close()
+    if any(codes):
+        text = "\n".join(
+            f"--- process {i} (exit {c}):\n" + (logs / f"process_{i}.log").read_text()[-4000:]
+            for i, c in enumerate(codes)
+        )
+        pytest.fail(f"a training process failed:\n{text}")
+
+
+def train_both_ways(tmp_path: Path, config: str, overrides: dict[str, object]) -> tuple[Path, Path]:
+    """(workdir of the 1-process 8-device run, workdir of the 2 x 4-device run)."""
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    for d in (single, multi):
+        d.mkdir()
+    address = f"127.0.0.1:{free_port()}"
+    pair = [
+        train_command(config, multi, overrides)
+        + [f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"]
+        for i in (0, 1)
+    ]
+    run_processes(pair, 4, multi)
+    run_processes([train_command(config, single, overrides)], 8, single)
+    return single, multi
+
+
+def final_params(workdir: Path) -> dict:
+    """The checkpoint's parameters, read onto this process's first device (the runs saved
+    them sharded over devices of other processes)."""
+    path = workdir / "checkpoints" / str(STEPS) / "state"
+    checkpointer = ocp.StandardCheckpointer()
+    metadata = checkpointer.metadata(path)
+    tree = getattr(metadata, "item_metadata", metadata)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+    state = checkpointer.restore(path, target)
+    return jax.tree.map(np.asarray, state["params"])
+
+
+def assert_same_runs(single: Path, multi: Path, loss_names: tuple[str, ...]) -> None:
+    a, b = read_jsonl(single / "metrics.jsonl"), read_jsonl(multi / "metrics.jsonl")
+    # Process 0 alone writes: one line per logged step, then the evaluation.
+    assert [r["step"] for r in b] == [r["step"] for r in a] == [1, 2, 3, STEPS]
+    assert set(loss_names) <= set(a[0])
+    for ra, rb in zip(a, b, strict=True):
+        assert set(ra) == set(rb)
+        for name in set(ra) - {"step", "time"}:  # every loss term, norm and eval metric
+            np.testing.assert_allclose(rb[name], ra[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    assert any(name.startswith("eval/") for name in a[-1])
+    grids = sorted(p.name for p in (multi / "eval").iterdir())
+    assert grids == sorted(p.name for p in (single / "eval").iterdir())
+    assert grids == [f"step_{STEPS:07d}.png"]
+    grid_a, grid_b = (
+        np.asarray(Image.open(d / "eval" / grids[0]), np.int16) for d in (single, multi)
+    )
+    assert grid_a.shape == grid_b.shape and np.abs(grid_a - grid_b).max() <= 1
+    assert sorted(p.name for p in (multi / "checkpoints").iterdir()) == [str(STEPS)]
+    pa, pb = final_params(single), final_params(multi)
+    leaves_a, leaves_b = jax.tree.leaves(pa), jax.tree.leaves(pb)
+    assert len(leaves_a) == len(leaves_b) > 0
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        scale = max(float(np.max(np.abs(x))), 1e-12)
+        assert float(np.max(np.abs(x - y))) / scale <= 1e-5
+
+
+def vae_job(module: str, workdir: Path, overrides: dict[str, object], *extra: str) -> list[str]:
+    flags = {"mesh.shape.data": 4, "mesh.shape.fsdp": 2, **overrides}
+    return [
+        sys.executable,
+        "-m",
+        module,
+        "--config=configs/vae/tiny.py",
+        f"--workdir={workdir}",
+        *(f"--config.{k}={v}" for k, v in flags.items()),
+        *extra,
+    ]
+
+
+def test_vae_two_processes_train_extract_and_evaluate_like_one(tmp_path):
+    gbuffer, fps, _ = make_fake_dataset(
+        tmp_path / "data", classes={"Spheres": 4}, chunks_per_object=1, views=4, size=32, points=256
+    )
+    overrides = {
+        "data.gbuffer_root": gbuffer,
+        "data.fps_root": fps,
+        "data.jitter_prob": 0.0,
+        "eval_data.gbuffer_root": gbuffer,
+        "eval_data.fps_root": fps,
+        "eval_data.jitter_prob": 0.0,
+    }
+    single, multi = train_both_ways(tmp_path, "configs/vae/tiny.py", overrides)
+    assert_same_runs(single, multi, ("total", "grad_norm", "rgb_l1/1", "kl"))
+
+    # Latent extraction and reconstruction evaluation of the trained VAE, both ways.
+    runs = {}
+    for name in ("one", "two"):
+        runs[name] = tmp_path / f"jobs_{name}"
+        shutil.copytree(single / "checkpoints", runs[name] / "checkpoints")
+    pairs = []
+    for module, extra in (
+        ("launch.extract_latents", ["--out={workdir}/latents", "--cond_size=16"]),
+        ("launch.eval_vae", []),
+    ):
+        address = f"127.0.0.1:{free_port()}"
+        job = [e.format(workdir=runs["two"]) for e in extra]
+        pairs += [
+            vae_job(module, runs["two"], overrides, *job)
+            + [f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"]
+            for i in (0, 1)
+        ]
+    run_processes(pairs, 4, runs["two"])
+    singles = [
+        vae_job(
+            "launch.extract_latents",
+            runs["one"],
+            overrides,
+            f"--out={runs['one']}/latents",
+            "--cond_size=16",
+        ),
+        vae_job("launch.eval_vae", runs["one"], overrides),
+    ]
+    run_processes(singles, 8, runs["one"])
+
+    a, b = (LatentDataset(runs[n] / "latents") for n in ("one", "two"))
+    assert len(a) == len(b) == 4
+    for i in range(len(a)):
+        ra, rb = a[i], b[i]
+        assert ra["instance_id"] == rb["instance_id"] and ra["caption"] == rb["caption"]
+        for key in ("xyz", "mean", "logvar", "sample", "cond_images"):
+            np.testing.assert_allclose(rb[key], ra[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    ea, eb = (json.loads((runs[n] / "eval_recon.json").read_text()) for n in ("one", "two"))
+    assert list(ea["objects"]) == list(eb["objects"]) and len(ea["objects"]) == 4
+    for name, row in ea["objects"].items():
+        for key, value in row.items():
+            np.testing.assert_allclose(eb["objects"][name][key], value, rtol=1e-5, err_msg=key)
+
+
+def test_flow_stage_two_processes_train_like_one(tmp_path):
+    latents = write_latents(tmp_path / "latents")
+    overrides = {"data.root": str(latents), "eval_data.root": str(latents)}
+    single, multi = train_both_ways(tmp_path, "configs/flow/tiny.py:1", overrides)
+    assert_same_runs(single, multi, ("total", "grad_norm", "flow_mse"))
