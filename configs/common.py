@@ -92,10 +92,23 @@ def train_config(eval_batches: int) -> ml_collections.ConfigDict:
     return t
 
 
-def mesh_config() -> ml_collections.ConfigDict:
+# Named mesh shapes (-1 = the devices left over), chosen with mesh_config(preset) or
+# `--config.mesh.shape.<axis>=N`. Parameters and optimiser state shard over 'fsdp' (their
+# embedding / input-channel axis) and 'tensor' (their mlp / heads / output-channel axis);
+# batches over ('data', 'fsdp'): ga_jax/parallel/mesh.py DEFAULT_RULES.
+MESH_PRESETS = {
+    "data": {"data": -1, "fsdp": 1, "tensor": 1},  # replicated state: small models
+    "fsdp": {"data": 1, "fsdp": -1, "tensor": 1},  # state split over every device
+    "fsdp_tensor": {"data": 1, "fsdp": -1, "tensor": 2},  # + 2-way tensor-parallel layers
+}
+
+
+def mesh_config(preset: str = "data") -> ml_collections.ConfigDict:
     """Axis sizes (-1 = the remaining devices), how many devices, logical-axis rules."""
+    if preset not in MESH_PRESETS:
+        raise ValueError(f"mesh preset: expected one of {sorted(MESH_PRESETS)}, got {preset!r}")
     m = ml_collections.ConfigDict()
-    m.shape = {"data": -1, "fsdp": 1, "tensor": 1}
+    m.shape = dict(MESH_PRESETS[preset])
     m.num_devices = -1  # -1 = every device; N = the first N
     m.rules = config_dict.placeholder(tuple)  # None = ga_jax.parallel.mesh.DEFAULT_RULES
     return m

@@ -4,6 +4,7 @@ the bytes of every collective per step (ga_jax/parallel/compile_report.py).
 
     python -m launch.compile_check --config=configs/vae/paper.py --mesh=fsdp=8
     python -m launch.compile_check --config=configs/flow/paper.py:1,image --mesh=fsdp=4,tensor=2
+    python -m launch.compile_check --config=configs/flow/paper.py:1,image --mesh=fsdp_tensor
 
 --devices=N simulates N CPU devices when the platform is the CPU (the default here: 8); on a
 GPU or TPU host the real devices are used. Frozen encoders' features are precomputed inputs
@@ -21,9 +22,14 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from configs.common import MESH_PRESETS
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a configs/<task>/*.py file")
 _MESH = flags.DEFINE_string(
-    "mesh", "data=-1", "axis sizes, e.g. fsdp=8 or fsdp=4,tensor=2 (unnamed axes are 1; one -1)"
+    "mesh",
+    "data=-1",
+    "a preset (data, fsdp, fsdp_tensor) or axis sizes, e.g. fsdp=8 or fsdp=4,tensor=2 (unnamed "
+    "axes are 1; one may be -1)",
 )
 _DEVICES = flags.DEFINE_integer("devices", 8, "simulated CPU devices (CPU platform only)")
 _POINTS = flags.DEFINE_integer("points", 768, "latent points per object (flow stages)")
@@ -32,7 +38,10 @@ flags.mark_flags_as_required(["config"])
 
 
 def parse_mesh(text: str) -> dict[str, int]:
-    """'fsdp=4,tensor=2' -> {'data': 1, 'fsdp': 4, 'tensor': 2} (every axis the rules use)."""
+    """'fsdp=4,tensor=2' -> {'data': 1, 'fsdp': 4, 'tensor': 2} (every axis the rules use), or a
+    preset's name (configs/common.py MESH_PRESETS: data, fsdp, fsdp_tensor)."""
+    if text in MESH_PRESETS:
+        return dict(MESH_PRESETS[text])
     sizes = {"data": 1, "fsdp": 1, "tensor": 1}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
@@ -65,6 +74,9 @@ def main(argv):
     mesh = make_mesh(shape)
     _, report = compile_train_step(task, config, mesh, num_points=_POINTS.value)
     print(report.table())
+    if hasattr(task, "model_flops"):  # scanned layers: XLA counts the stack's body once
+        report.model_flops = task.model_flops(_POINTS.value) / mesh.size
+        print(f"model FLOPs per device per step (analytic)  {report.model_flops:.4g}")
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump(dataclasses.asdict(report), f, indent=1)

@@ -143,6 +143,7 @@ class CompileReport:
     flops: float  # cost analysis of one device's program
     collectives: dict[str, dict[str, int]]
     compile_seconds: float
+    model_flops: float | None = None  # analytic, where the task counts them (the DiTs)
 
     def table(self) -> str:
         mib = lambda b: f"{b / 2**20:,.1f} MiB"
@@ -159,7 +160,7 @@ class CompileReport:
             ("arguments per device", mib(self.argument_bytes)),
             ("outputs per device", mib(self.output_bytes)),
             ("temporaries per device", mib(self.temp_bytes)),
-            ("FLOPs per device per step (XLA cost analysis)", f"{self.flops:.4g}"),
+            ("FLOPs per device per step (XLA; scanned layers once)", f"{self.flops:.4g}"),
             ("compile time", f"{self.compile_seconds:.1f} s"),
         ]
         for op, value in self.collectives.items():

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_RULES",
     "batch_axes",
     "batch_sharding",
+    "context_batch_axes",
     "logical_shardings",
     "make_mesh",
     "resolve_mesh_shape",
@@ -45,7 +46,10 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("kv", None),
     ("length", None),
     ("layers", None),
-    ("conv_in", None),
+    # Convolution kernels [kh, kw, in, out] like dense ones: input channels over 'fsdp' (left
+    # replicated, the VAE encoder's convolutions kept its per-device state well above 1/N on an
+    # N-way fsdp mesh: docs/scaling.md), output channels over 'tensor'.
+    ("conv_in", "fsdp"),
     ("conv_out", "tensor"),
     # Small axes, replicated: norm scales, per-index tokens, the 10-d latent MLPs.
     ("norm", None),
@@ -173,3 +177,14 @@ def rules_context(mesh: Mesh, rules=None) -> contextlib.ExitStack:
     stack.enter_context(jax.set_mesh(mesh))
     stack.enter_context(nn.logical_axis_rules(_rules(rules)))
     return stack
+
+
+def context_batch_axes() -> tuple[str, ...]:
+    """The mesh axes a batch's leading axis is split over under the active mesh and logical
+    rules (rules_context), restricted to axes of size > 1; () outside a mesh context."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return ()
+    spec = nn.logical_to_mesh_axes(("batch",))[0]
+    names = (spec,) if isinstance(spec, str) else tuple(spec or ())
+    return tuple(n for n in names if n in mesh.shape and mesh.shape[n] > 1)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax.sharding import PartitionSpec
 
+from ga_jax.parallel.mesh import context_batch_axes
 from ga_jax.rendering.cameras import Cameras
 from ga_jax.rendering.project import project_surfels
 from ga_jax.rendering.surfels import Surfels, check_surfels
@@ -35,6 +39,25 @@ class RenderOutput:
 
     def expected_depth(self, eps: float = 1e-6) -> jax.Array:
         return self.depth / jnp.maximum(self.alpha, eps)
+
+
+def _per_device(fn, num_rows: int):
+    """fn over rows [V, ...] run by each device on its own rows when a mesh context splits
+    batches (ga_jax.parallel.mesh.rules_context), else fn itself.
+
+    The compositors are custom calls (the native FFI kernel, a compiled Pallas kernel) with no
+    partitioning rule: under GSPMD every device would gather the whole global batch of splats
+    and composite all of it. Views are independent and the flattened [objects x views] rows of
+    a batch split over the batch axes in contiguous blocks, so shard_map over those axes keeps
+    each device on the views of its own objects, with no communication.
+    """
+    axes = context_batch_axes()
+    mesh = jax.sharding.get_abstract_mesh()
+    shards = math.prod(mesh.shape[a] for a in axes)
+    if not axes or num_rows % shards:
+        return fn
+    spec = PartitionSpec(axes)
+    return jax.shard_map(fn, in_specs=spec, out_specs=spec, check_vma=False)
 
 
 def _check_cameras(cameras: Cameras) -> None:
@@ -101,17 +124,21 @@ def render_surfels(
     splats = project_surfels(surfels, cameras, config)  # [..., C, N, ...]
     flat = lambda x: x.reshape((-1,) + x.shape[len(lead) + 1 :])
     splats_v = jax.tree.map(flat, splats)
-    if backend == "native":  # bins by itself, with no capacity: nothing can overflow
-        out, count = composite_native_views(splats_v, height, width, flat(background), config)
-        overflow = jnp.zeros_like(count, bool)
-    else:
-        if capacity is None:
-            capacity = default_capacity(surfels.num, height, width, config)
+    if capacity is None and backend != "native":
+        capacity = default_capacity(surfels.num, height, width, config)
+
+    def composite_views(splats_v, background_v):
+        """(composited images, pairs per view) of a stack of views [V, ...]."""
+        if backend == "native":  # bins by itself, with no capacity: nothing can overflow
+            return composite_native_views(splats_v, height, width, background_v, config)
         isect = jax.vmap(lambda s: intersect_tiles(s, height, width, config, capacity))(splats_v)
         out = composite(
-            splats_v, isect, height, width, flat(background), config, implementation=backend
+            splats_v, isect, height, width, background_v, config, implementation=backend
         )
-        count, overflow = isect.count, isect.count > capacity
+        return out, isect.count
+
+    out, count = _per_device(composite_views, flat(background).shape[0])(splats_v, flat(background))
+    overflow = jnp.zeros_like(count, bool) if backend == "native" else count > capacity
     unflat = lambda x: x.reshape(lead + (num_views,) + x.shape[1:])
     if not isinstance(overflow, jax.core.Tracer) and bool(jnp.any(overflow)):
         raise RuntimeError(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +42,7 @@ from ga_jax.losses.flow import flow_draws, flow_matching_loss
 from ga_jax.metrics.pointcloud import chamfer_distance
 from ga_jax.models.conditioning.build import build_conditioner
 from ga_jax.models.flow.build import build_dit
+from ga_jax.models.flow.flops import dit_train_flops
 from ga_jax.models.flow.stage import StageVelocity, init_stage_params
 from ga_jax.models.vae.vae import VAE
 from ga_jax.rendering.cameras import orbit_cameras
@@ -152,6 +154,27 @@ class FlowTask(Task):
         """{'condition': a frozen encoder's weights, 'vae': the grid's VAE} (None if not)."""
         condition = None if self.conditioner.trainable else self.conditioner.load()
         return {"condition": condition, "vae": self._vae_params}
+
+    def model_flops(self, num_points: int) -> float:
+        """Analytic FLOPs of one train step of the DiT on config.data.batch_size objects
+        (ga_jax/models/flow/flops.py; the condition encoder not counted)."""
+        batch = self.abstract_batch(num_points)
+        params = jax.eval_shape(lambda: nn.unbox(self.init_params(jax.random.key(0))))
+        condition = batch["condition"]
+        if "context" in condition:
+            context = condition["context"].shape[1]
+        else:  # a trained encoder: its token count from a forward pass's shapes
+            out = jax.eval_shape(self.conditioner.apply, params.get("condition"), condition)
+            context = out[0].shape[1]
+        m = self.config.model
+        return dit_train_flops(
+            params["dit"],
+            depth=int(m.depth),
+            width=int(m.width),
+            batch=int(self.config.data.batch_size),
+            num_points=num_points,
+            context=context,
+        )
 
     def abstract_frozen(self) -> Any:
         """Nothing the step reads: abstract_batch hands a frozen encoder's features over."""

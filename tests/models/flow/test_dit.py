@@ -302,3 +302,30 @@ def test_paper_counts_equal_the_reference_classes(stage, condition):
     assert (total, unused) == REFERENCE[(stage, condition)]
     ours = count_dit_params(build_dit(dit_model(stage, condition, "paper")))  # eval_shape only
     assert ours == total - unused
+
+
+def test_analytic_train_flops_match_xla_on_unrolled_blocks():
+    """ga_jax/models/flow/flops.py against XLA's count of the compiled forward + backward of
+    an unrolled DiT (XLA also counts norms, softmax and activations: a few percent more)."""
+    from ga_jax.models.flow.flops import dit_train_flops  # noqa: PLC0415
+
+    model = tiny("image", 1, scan_layers=False, width=128, mlp_dim=512, num_heads=4)
+    points, context, batch = 64, 48, 2
+    k = jax.random.split(jax.random.key(0), 4)
+    x = jax.random.normal(k[0], (batch, points, 3))
+    t = jax.random.uniform(k[1], (batch,))
+    ctx = jax.random.normal(k[2], (batch, context, model.context_dim))
+    pooled = jax.random.normal(k[3], (batch, model.pooled_dim))
+    params = nn.unbox(model.init(jax.random.key(1), x, t, ctx, pooled)["params"])
+    loss = lambda p: jnp.sum(model.apply({"params": p}, x, t, ctx, pooled) ** 2)
+    cost = jax.jit(jax.grad(loss)).lower(params).compile().cost_analysis()
+    xla = float((cost[0] if isinstance(cost, list | tuple) else cost)["flops"])
+    analytic = dit_train_flops(
+        params,
+        depth=model.depth,
+        width=model.width,
+        batch=batch,
+        num_points=points,
+        context=context,
+    )
+    assert 0.9 * xla <= analytic <= 1.02 * xla, (analytic, xla)
