@@ -89,6 +89,7 @@ def train_config(eval_batches: int) -> ml_collections.ConfigDict:
     t.keep_checkpoints = 3
     t.time_limit_minutes = 0.0  # > 0: stop (evaluate, checkpoint) after this much training
     t.ema_decay = 0.0  # > 0: keep an exponential moving average of the parameters
+    t.grad_accum_steps = 1  # k > 1: each batch's gradient from k micro-batches in turn
     return t
 
 

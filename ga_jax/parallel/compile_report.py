@@ -193,7 +193,12 @@ def compile_train_step(task, config, mesh, *, num_points: int) -> tuple[Any, Com
             task.abstract_frozen(),
         )
         step = jax.jit(
-            make_train_step(task, optimizer, float(config.train.get("ema_decay", 0.0))),
+            make_train_step(
+                task,
+                optimizer,
+                float(config.train.get("ema_decay", 0.0)),
+                int(config.train.get("grad_accum_steps", 1)),
+            ),
             in_shardings=(shardings, batch_sharding(mesh, rules), None, replicated),
             out_shardings=(shardings, None),
             donate_argnums=(0,),

@@ -66,17 +66,69 @@ def itstime(done: int, every: int, final: bool) -> bool:
     return final or (every > 0 and done % every == 0)
 
 
-def make_train_step(task: Task, optimizer: optax.GradientTransformation, ema_decay: float = 0.0):
+def make_train_step(
+    task: Task,
+    optimizer: optax.GradientTransformation,
+    ema_decay: float = 0.0,
+    accum_steps: int = 1,
+):
     """The pure step (state, batch, rng, frozen) -> (state, metrics); jit it with donated
-    state."""
+    state.
+
+    accum_steps = k > 1: the batch's gradient is the mean of k micro-batches' gradients, taken
+    one after the other under lax.scan (the activations of one micro-batch alive at a time).
+    Micro-batch i holds rows i, i + k, i + 2k, ... of the batch, so each device keeps its share
+    of every micro-batch; each gets its own random keys. Tasks that train extra state from the
+    forward pass (the VAE's PatchGAN) take one step per batch and cannot accumulate.
+    """
+    if accum_steps < 1:
+        raise ValueError(f"train.grad_accum_steps: expected an integer >= 1, got {accum_steps}")
+
+    def rngs_of(key):
+        return dict(
+            zip(task.rng_streams, jax.random.split(key, len(task.rng_streams)), strict=True)
+        )
+
+    def loss_and_grads(state, batch, key, frozen):
+        if accum_steps == 1:
+            (_, (terms, aux)), grads = jax.value_and_grad(task.loss, has_aux=True)(
+                state.params, batch, rngs_of(key), state.step, frozen, state.extra
+            )
+            return terms, aux, grads
+        if state.extra is not None:
+            raise ValueError(
+                "train.grad_accum_steps: this task trains extra state from each forward pass "
+                "(e.g. the PatchGAN discriminator); use grad_accum_steps = 1"
+            )
+
+        def split(path, x):
+            if x.shape[0] % accum_steps:
+                raise ValueError(
+                    f"train.grad_accum_steps: batch field "
+                    f"{jax.tree_util.keystr(path, simple=True, separator='.')} has "
+                    f"{x.shape[0]} rows, not a multiple of {accum_steps}"
+                )
+            x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
+            return jnp.moveaxis(x, 1, 0)
+
+        micro = jax.tree_util.tree_map_with_path(split, batch)
+        keys = jax.random.split(key, accum_steps)
+
+        def one(total, inputs):
+            micro_batch, micro_key = inputs
+            (_, (terms, _)), grads = jax.value_and_grad(task.loss, has_aux=True)(
+                state.params, micro_batch, rngs_of(micro_key), state.step, frozen, None
+            )
+            return jax.tree.map(jnp.add, total, grads), terms
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        total, terms = jax.lax.scan(one, zeros, (micro, keys))
+        grads = jax.tree.map(lambda g: g / accum_steps, total)
+        return jax.tree.map(lambda t: jnp.mean(t, axis=0), terms), None, grads
 
     def train_step(state: TrainState, batch: Any, rng: jax.Array, frozen: Any):
         key = jax.random.fold_in(rng, state.step)
-        keys = jax.random.split(key, len(task.rng_streams))
-        rngs = dict(zip(task.rng_streams, keys, strict=True))
-        (_, (terms, aux)), grads = jax.value_and_grad(task.loss, has_aux=True)(
-            state.params, batch, rngs, state.step, frozen, state.extra
-        )
+        terms, aux, grads = loss_and_grads(state, batch, key, frozen)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # A step whose gradients are not finite (e.g. a NaN gradient through a masked branch
@@ -217,7 +269,7 @@ def train_and_evaluate(task: Task, config, workdir: str | Path) -> dict[str, flo
         replicated = NamedSharding(mesh, PartitionSpec())
         frozen = jax.device_put(task.frozen(), replicated)
         step_fn = jax.jit(
-            make_train_step(task, optimizer, ema_decay),
+            make_train_step(task, optimizer, ema_decay, int(tc.get("grad_accum_steps", 1))),
             in_shardings=(shardings, batch_sharding(mesh, rules), None, replicated),
             out_shardings=(shardings, None),
             donate_argnums=(0,),

@@ -12,12 +12,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from ga_jax.parallel.batch import to_global_batch
 from ga_jax.parallel.mesh import make_mesh, rules_context
 from ga_jax.train.checkpoint import Checkpointer, restore_params
-from ga_jax.train.loop import itstime, train_and_evaluate
+from ga_jax.train.loop import itstime, make_train_step, train_and_evaluate
 from ga_jax.train.metrics_writer import read_jsonl
 from ga_jax.train.optimizers import make_optimizer
-from ga_jax.train.state import abstract_train_state, ema_update
+from ga_jax.train.state import abstract_train_state, create_train_state, ema_update
 from ga_jax.train.task import Task
 
 IN, HIDDEN, OUT = 6, 16, 3
@@ -165,3 +166,37 @@ def test_ema_update_and_itstime_by_hand():
     np.testing.assert_allclose(ema["w"], [1.5, 3.0])
     assert [d for d in range(1, 11) if itstime(d, 4, final=d == 10)] == [4, 8, 10]
     assert not itstime(3, 0, final=False) and itstime(3, 0, final=True)
+
+
+class NoiselessToy(ToyRegression):
+    """The toy without its noise: the loss is a plain mean over the batch."""
+
+    def loss(self, params, batch, rngs, step, frozen, extra):
+        target = self.predict({"w1": frozen["teacher"]["a"], "w2": frozen["teacher"]["b"]}, batch)
+        mse = jnp.mean((self.predict(params, batch) - target) ** 2)
+        return mse, ({"total": mse, "mse": mse}, None)
+
+
+@pytest.mark.parametrize("accum_steps", [2, 4])
+def test_gradient_accumulation_equals_the_whole_batch(accum_steps):
+    """k micro-batches in turn give the whole batch's mean gradient: the same update and loss
+    as one step on the batch, on 8 devices (each holding its share of every micro-batch)."""
+    config = toy_config()
+    task, optimizer = NoiselessToy(config), make_optimizer(config.optimizer)
+    mesh = make_mesh(config.mesh.shape)
+    with rules_context(mesh, None):
+        state, shardings = create_train_state(task, optimizer, mesh, None, jax.random.key(0))
+        batch = to_global_batch(task.x[:32], mesh, ("data", "fsdp"))
+        frozen = task.frozen()
+        results = []
+        for k in (1, accum_steps):
+            step = jax.jit(make_train_step(task, optimizer, accum_steps=k))
+            new, metrics = step(state, batch, jax.random.key(1), frozen)
+            results.append((jax.device_get(new.params), jax.device_get(metrics)))
+    (p1, m1), (pk, mk) = results
+    np.testing.assert_allclose(mk["total"], m1["total"], rtol=1e-6)
+    np.testing.assert_allclose(mk["grad_norm"], m1["grad_norm"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(pk), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        make_train_step(task, optimizer, accum_steps=0)
