@@ -9,7 +9,10 @@ its meshes), written as OBJ or GLB with per-vertex colours.
    That depth is camera z (the z of each ray-surfel hit, composited: kernels/reference.py),
    not the distance along the ray, so it compares directly with a voxel's camera z.
 2. Integrate into a truncated signed distance grid of resolution^3 voxels over the box
-   [-0.5, 0.5]^3 (voxel size h = 1 / resolution, centres at -0.5 + (i + 0.5) h). Each voxel
+   [-b, b]^3 (voxel size h = 2 b / resolution, centres at -b + (i + 0.5) h), b = 0.5 (the
+   data's box) or, when drawn surfels (opacity >= 0.5) reach beyond it, their largest
+   |coordinate| plus a margin, rounded up to 0.05; the cameras' distance grows with b so
+   that they frame the box alike (a generated object can overshoot the data's box). Each voxel
    centre is projected into each view (pixel (row i, col j) covers x in [j, j + 1), y in
    [i, i + 1)); with sdf = depth - z and truncation tau = truncation_voxels h, a view
    observes
@@ -61,12 +64,13 @@ __all__ = [
     "fuse_mesh",
     "fuse_tsdf",
     "fusion_cameras",
+    "fusion_half_box",
     "voxel_centres",
     "write_mesh",
 ]
 
 MESH_SUFFIXES = (".obj", ".glb")
-BOX = (-0.5, 0.5)  # the object box, per axis (the data's normalisation)
+HALF_BOX = 0.5  # the object box [-0.5, 0.5]^3 (the data's normalisation), the smallest used
 # skimage calls the orientation of our grid (negative inside) "descent": its faces then wind
 # counter-clockwise seen from outside (checked by the volume sign in tests/export/test_mesh.py).
 GRADIENT = "descent"
@@ -89,11 +93,19 @@ def fusion_cameras(
     )
 
 
-def voxel_centres(resolution: int) -> np.ndarray:
-    """float64 [R, R, R, 3] voxel centres of the box, indexed [x, y, z]."""
-    h = (BOX[1] - BOX[0]) / resolution
-    axis = BOX[0] + (np.arange(resolution) + 0.5) * h
+def voxel_centres(resolution: int, half: float = HALF_BOX) -> np.ndarray:
+    """float64 [R, R, R, 3] voxel centres of the box [-half, half]^3, indexed [x, y, z]."""
+    h = 2 * half / resolution
+    axis = -half + (np.arange(resolution) + 0.5) * h
     return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
+
+
+def fusion_half_box(means: np.ndarray, opacities: np.ndarray, margin: float = 0.02) -> float:
+    """The half-width of the fusion box: HALF_BOX, or the drawn surfels' (opacity >= 0.5)
+    largest |coordinate| plus `margin`, rounded up to 0.05, when that is larger."""
+    drawn = np.asarray(means)[np.asarray(opacities) >= 0.5]
+    reach = float(np.max(np.abs(drawn))) + margin if drawn.size else 0.0
+    return max(HALF_BOX, float(np.ceil(reach / 0.05 - 1e-9) * 0.05))
 
 
 def fuse_tsdf(
@@ -103,9 +115,11 @@ def fuse_tsdf(
     resolution: int = 128,
     truncation_voxels: float = 3.0,
     alpha_threshold: float = 0.5,
+    half: float = HALF_BOX,
 ) -> tuple[np.ndarray, np.ndarray]:
     """TSDF fusion (module docstring, step 2) of depth maps [C, H, W] (camera z where the
-    pixel sees the surface; any value elsewhere) with alpha [C, H, W] from cameras [C].
+    pixel sees the surface; any value elsewhere) with alpha [C, H, W] from cameras [C], over
+    the box [-half, half]^3.
 
     Returns tsdf float32 [R, R, R] in [-1, 1] (+1 where unobserved; negative inside) and the
     number of observations int32 [R, R, R] per voxel, both indexed [x, y, z].
@@ -118,9 +132,9 @@ def fuse_tsdf(
             f"fuse_tsdf: depth {depth.shape} and alpha {alpha.shape}: expected the same shape "
             f"[C, {cameras.height}, {cameras.width}] as the cameras"
         )
-    h = (BOX[1] - BOX[0]) / resolution
+    h = 2 * half / resolution
     tau = truncation_voxels * h
-    axis = BOX[0] + (np.arange(resolution) + 0.5) * h  # voxel_centres' coordinates
+    axis = -half + (np.arange(resolution) + 0.5) * h  # voxel_centres' coordinates
 
     def affine(weights: np.ndarray, offset: float) -> np.ndarray:
         """w . p + offset at every voxel centre p, flat [R^3]: separable on the grid, so
@@ -140,7 +154,7 @@ def fuse_tsdf(
     surface = np.einsum("cij,chwj->chwi", cam2world[:, :3, :3], rays * depth[..., None])
     surface = surface + cam2world[:, None, None, :3, 3]
     with np.errstate(invalid="ignore"):
-        trusted = np.all(np.abs(surface) <= BOX[1] + tau, axis=-1)
+        trusted = np.all(np.abs(surface) <= half + tau, axis=-1)
     seen_all = alpha > alpha_threshold
     for v in range(num_views):
         # Camera z and the homogeneous pixel coordinates K (R p + t) of every voxel centre.
@@ -194,8 +208,9 @@ def fuse_mesh(
     backend: str = "xla",
 ) -> trimesh.Trimesh:
     """A trimesh.Trimesh of one object's surfels (module docstring): vertices float64 [V, 3]
-    in world units inside [-0.5, 0.5]^3, faces int [F, 3] wound outward, vertex colours
-    uint8 RGBA [V, 4] of the nearest drawable surfel.
+    in world units inside the fusion box (fusion_half_box), faces int [F, 3] wound outward,
+    vertex colours uint8 RGBA [V, 4] of the nearest drawable surfel. radius: the cameras'
+    distance for the [-0.5, 0.5]^3 box, scaled with a larger fusion box.
 
     surfels: one object's Surfels (means [N, 3], quaternions [N, 4] (w, x, y, z), scales
     [N, 2], opacities [N], colors [N, 3] rgb). backend: render_surfels' backend ('native'
@@ -208,26 +223,26 @@ def fuse_mesh(
     arrays = checked_surfel_arrays(surfels, "fuse_mesh")
     if arrays["means"].shape[0] == 0:
         raise _no_surface("surfels: expected at least one surfel, got none")
-    cameras = fusion_cameras(views, size, elevations_deg, radius)
+    half = fusion_half_box(arrays["means"], arrays["opacities"])
+    cameras = fusion_cameras(views, size, elevations_deg, radius * half / HALF_BOX)
     out = render_views(surfels, cameras, backend=backend, where="fuse_mesh")
     alpha = np.asarray(out.alpha)
     if not np.any(alpha > alpha_threshold):
         raise _no_surface(
             f"no pixel of the {alpha.shape[0]} views has alpha > {alpha_threshold} (are the "
-            f"surfels transparent, tiny, or outside the cameras' view of [-0.5, 0.5]^3?)"
+            f"surfels transparent, tiny, or outside the cameras' view of [-{half}, {half}]^3?)"
         )
     depth = np.asarray(out.expected_depth())
-    tsdf, count = fuse_tsdf(depth, alpha, cameras, resolution, truncation_voxels, alpha_threshold)
+    tsdf, count = fuse_tsdf(
+        depth, alpha, cameras, resolution, truncation_voxels, alpha_threshold, half
+    )
     observed = count > 0
     if not (np.any(tsdf[observed] < 0) and np.any(tsdf[observed] > 0)):
-        raise _no_surface(
-            "the fused TSDF has no zero crossing inside [-0.5, 0.5]^3 (is the object larger "
-            "than the box?)"
-        )
+        raise _no_surface(f"the fused TSDF has no zero crossing inside [-{half}, {half}]^3")
     # A +1 border closes surfaces that the box cuts; it counts as observed.
     tsdf = np.pad(tsdf, 1, constant_values=1.0)
     observed = np.pad(observed, 1, constant_values=True)
-    h = (BOX[1] - BOX[0]) / resolution
+    h = 2 * half / resolution
     try:
         verts, faces, _, _ = marching_cubes(
             tsdf, level=0.0, spacing=(h, h, h), gradient_direction=GRADIENT, mask=_cubes(observed)
@@ -236,8 +251,8 @@ def fuse_mesh(
         raise _no_surface(f"marching cubes: {e}") from e
     if len(faces) == 0:
         raise _no_surface("marching cubes found no triangles on the fused TSDF")
-    # Padded index p is voxel p - 1, centred at BOX[0] + (p - 0.5) h.
-    verts = verts + (BOX[0] - 0.5 * h)
+    # Padded index p is voxel p - 1, centred at -half + (p - 0.5) h.
+    verts = verts + (-half - 0.5 * h)
     drawable = arrays["opacities"] >= 1 / 255
     source = surfels
     if np.any(drawable):

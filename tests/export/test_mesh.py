@@ -85,3 +85,15 @@ def test_errors(tmp_path, sphere_mesh):
     with pytest.raises(ValueError, match=r"mesh.stl: expected a mesh file suffix among .obj"):
         write_mesh(path, sphere_mesh)
     assert not path.exists()
+
+
+def test_an_object_beyond_the_data_box_is_not_cut_off():
+    """A sphere reaching z = -0.62 (a generated object can overshoot [-0.5, 0.5]^3): the fusion
+    box grows to cover its drawn surfels, and the mesh's bounding box is the surfels'."""
+    surfels = sphere_surfels(centre=np.array([0.0, 0.05, -0.32]))
+    mesh = fuse_mesh(surfels, backend=fast_backend(), **FUSION)
+    lo, hi = surfels.means.min(0), surfels.means.max(0)
+    assert lo[2] < -0.6
+    np.testing.assert_allclose(mesh.bounds, [lo, hi], atol=0.05 * np.max(hi - lo))
+    assert mesh.is_watertight
+    np.testing.assert_allclose(mesh.volume, 4 / 3 * np.pi * SPHERE_RADIUS**3, rtol=0.05)
