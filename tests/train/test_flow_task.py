@@ -135,11 +135,20 @@ def one_step(config, mesh, host_batch):
     return before, jax.device_get(state.params), jax.device_get(metrics)
 
 
-def test_eight_devices_equal_one(latents):
+@pytest.mark.parametrize("conditioner", ["none", "image_encoder"])
+def test_eight_devices_equal_one(latents, tmp_path, conditioner):
     """Loss, gradient norm and the parameter update agree to relative 1e-5 on a data x fsdp x
     tensor mesh (tests/train/same_update.py). Stage 2: the DiT with its xyz input (stage 1 is
-    the same step without it)."""
-    c = config_for(latents, 2)
+    the same step without it); with the small image encoder trained beside it, on views."""
+    if conditioner == "none":
+        c = config_for(latents, 2)
+    else:
+        c = config_for(write_latents(tmp_path / "with_views", images=True), 2)
+        with c.unlocked():
+            c.condition = ml_collections.ConfigDict(
+                dict(name="image_encoder", image_size=16, patch=8, width=32, depth=1, num_heads=2)
+            )
+            c.data.use_images = True
     large_linear_updates(c)
     host = next(make_flow_loader(c.data))
     p0, p1, m1 = one_step(c, make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, num_devices=1), host)
@@ -147,6 +156,7 @@ def test_eight_devices_equal_one(latents):
     for name in ("total", "grad_norm"):
         np.testing.assert_allclose(m1[name], m8[name], rtol=1e-5, err_msg=name)
     assert_same_update(p0, p1, q0, q1)
+    assert ("condition" in p0) == (conditioner == "image_encoder")
 
 
 def test_short_run_trains_and_evaluates(latents, tmp_path):
