@@ -1,6 +1,6 @@
 """Compile a model's train step for a mesh ahead of time, without running it, and print what
 the compiled program needs per device: parameter + optimiser memory, temporaries, FLOPs and
-the bytes of every collective per step (ga_jax/parallel/compile_report.py).
+the bytes of every collective per step (ga_jax/train/compile_report.py).
 
     python -m launch.compile_check --config=configs/vae/paper.py --mesh=fsdp=8
     python -m launch.compile_check --config=configs/flow/paper.py:1,image --mesh=fsdp=4,tensor=2
@@ -60,8 +60,8 @@ def main(argv):
     if os.environ.get("JAX_PLATFORMS", "cpu") in ("", "cpu"):
         flag = f"--xla_force_host_platform_device_count={_DEVICES.value}"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
-    from ga_jax.parallel.compile_report import compile_train_step  # noqa: PLC0415
     from ga_jax.parallel.mesh import make_mesh  # noqa: PLC0415
+    from ga_jax.train.compile_report import compile_train_step  # noqa: PLC0415
     from ga_jax.train.tasks import make_task  # noqa: PLC0415
 
     config = _CONFIG.value

@@ -159,6 +159,10 @@ def vae_job(module: str, workdir: Path, overrides: dict[str, object], *extra: st
     ]
 
 
+# About 4 minutes on the 2-core CI machine (9 processes compile the VAE): `make test-slow`, or
+# `pytest -m slow tests/parallel/test_multiprocess.py`. The flow-stage test below keeps the
+# multi-process training path in the suite.
+@pytest.mark.slow
 def test_vae_two_processes_train_extract_and_evaluate_like_one(tmp_path):
     gbuffer, fps, _ = make_fake_dataset(
         tmp_path / "data", classes={"Spheres": 4}, chunks_per_object=1, views=4, size=32, points=256

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ga_jax.parallel.compile_report import collective_bytes
 from ga_jax.parallel.mesh import make_mesh, rules_context
 from ga_jax.rendering import orbit_cameras, render_surfels
 from ga_jax.rendering.scenes import random_surfels
+from ga_jax.train.compile_report import collective_bytes
 from kernels.config import TileConfig
 from tests.rendering.exact_gradients import SURFEL_FIELDS
 

@@ -1,4 +1,4 @@
-"""Ahead-of-time compile reports (ga_jax/parallel/compile_report.py): collectives counted from
+"""Ahead-of-time compile reports (ga_jax/train/compile_report.py): collectives counted from
 HLO against programs whose communication is known, per-device state bytes against the
 shardings, and a tiny model's train step compiled from shapes alone."""
 
@@ -13,8 +13,8 @@ from configs.flow.tiny import get_config as tiny_flow_config
 from ga_jax.data.flow_loader import make_flow_loader
 from ga_jax.data.loader import make_vae_loader
 from ga_jax.data.transforms import VaeBatch
-from ga_jax.parallel.compile_report import collective_bytes, compile_train_step, sharded_bytes
 from ga_jax.parallel.mesh import make_mesh
+from ga_jax.train.compile_report import collective_bytes, compile_train_step, sharded_bytes
 from ga_jax.train.tasks.flow import FlowTask
 from tests.data.fake_vae_data import make_fake_dataset
 from tests.train.test_flow_task import POINTS, write_latents
