@@ -26,7 +26,12 @@ the fields: seed, init_from, optimizer, train, mesh):
   checkpoint;
 - metrics to metrics.jsonl and TensorBoard, progress lines with step rate and ETA, periodic
   evaluation (the task's metrics averaged over its eval batches, compiled once per run) with
-  the first batch's images saved by the task.
+  the first batch's images saved by the task;
+- train.grad_accum_steps = k > 1: each batch's gradient from k micro-batches in turn
+  (make_train_step);
+- several processes (launch/cluster.py): each loads its block of the global batch, results
+  are gathered to every process, process 0 alone writes metrics and images, and every process
+  takes part in orbax's checkpoint writes.
 """
 
 from __future__ import annotations
