@@ -116,11 +116,6 @@ def make_vae_dataset(
 
     source = make_source(config) if source is None else source
     _check_views_per_half(source, options)
-    if len(source) < batch_size:
-        raise ValueError(
-            f"batch_size: a global batch of {batch_size} but only {len(source)} records in "
-            f"{source!r}"
-        )
 
     shuffle_seed, map_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
     ds = grain.MapDataset.source(source)

@@ -16,14 +16,14 @@ import collections
 import dataclasses
 import math
 import re
+import time
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
-from ga_jax.parallel.mesh import batch_sharding, rules_context
-from ga_jax.train.loop import make_train_step
+from ga_jax.parallel.mesh import rules_context
+from ga_jax.train.loop import jit_train_step
 from ga_jax.train.optimizers import make_optimizer
 from ga_jax.train.state import abstract_train_state
 
@@ -58,17 +58,19 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, int]]:
     largest result (the output buffer); ops in a while body count once per trip when the
     loop's trip count is known (once otherwise)."""
     bodies: dict[str, list[str]] = {}
-    name = None
+    name = entry = None
     for line in hlo_text.splitlines():
         match = _COMPUTATION.match(line.strip())
         if match and not line.startswith(" "):
             name = match.group("name")
             bodies[name] = []
+            if line.startswith("ENTRY"):
+                entry = name
         elif name is not None:
             bodies[name].append(line)
     # How many times each computation runs per step: from the entry down through calls,
     # with while bodies multiplied by their trip counts.
-    entry = _entry_name(hlo_text) or next(iter(bodies), None)
+    entry = entry or next(iter(bodies), None)
     runs: dict[str, int] = collections.defaultdict(int)
 
     def visit(computation: str, times: int, depth: int = 0) -> None:
@@ -98,14 +100,6 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, int]]:
     return totals
 
 
-def _entry_name(hlo_text: str) -> str | None:
-    for line in hlo_text.splitlines():
-        if line.startswith("ENTRY"):
-            match = _COMPUTATION.match(line.strip())
-            return match.group("name") if match else None
-    return None
-
-
 def _called(line: str) -> list[str]:
     names = []
     for group in _CALLS.findall(line):
@@ -114,17 +108,14 @@ def _called(line: str) -> list[str]:
 
 
 def sharded_bytes(abstract_tree: Any) -> tuple[int, int]:
-    """(bytes of the whole tree, bytes one device holds) of ShapeDtypeStructs with shardings:
-    the largest per-device share over the mesh's devices."""
-    total, per_device = 0, collections.Counter()
+    """(bytes of the whole tree, bytes one device holds) of ShapeDtypeStructs with shardings
+    (every device holds one shard of each leaf: the shardings split axes evenly)."""
+    total = per_device = 0
     for leaf in jax.tree.leaves(abstract_tree):
         size = np.dtype(leaf.dtype).itemsize
         total += size * math.prod(leaf.shape)
-        sharding = leaf.sharding
-        for device, index in sharding.devices_indices_map(leaf.shape).items():
-            shard = [len(range(*s.indices(n))) for s, n in zip(index, leaf.shape, strict=True)]
-            per_device[device.id] += size * math.prod(shard)
-    return total, max(per_device.values(), default=0)
+        per_device += size * math.prod(leaf.sharding.shard_shape(leaf.shape))
+    return total, per_device
 
 
 @dataclasses.dataclass
@@ -174,8 +165,6 @@ class CompileReport:
 def compile_train_step(task, config, mesh, *, num_points: int) -> tuple[Any, CompileReport]:
     """(compiled step, report) of the task's train step on `mesh`, ahead of time: nothing is
     allocated or run. num_points: the latent's point count (flow stages)."""
-    import time  # noqa: PLC0415
-
     rules = config.mesh.get("rules")
     ema = float(config.train.get("ema_decay", 0.0)) > 0
     with rules_context(mesh, rules):
@@ -183,28 +172,13 @@ def compile_train_step(task, config, mesh, *, num_points: int) -> tuple[Any, Com
         abstract, shardings = abstract_train_state(
             task, optimizer, mesh, rules, jax.random.key(0), ema=ema
         )
-        replicated = NamedSharding(mesh, PartitionSpec())
-        batch = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding(mesh, rules)),
-            task.abstract_batch(num_points),
-        )
-        frozen = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-            task.abstract_frozen(),
-        )
-        step = jax.jit(
-            make_train_step(
-                task,
-                optimizer,
-                float(config.train.get("ema_decay", 0.0)),
-                int(config.train.get("grad_accum_steps", 1)),
-            ),
-            in_shardings=(shardings, batch_sharding(mesh, rules), None, replicated),
-            out_shardings=(shardings, None),
-            donate_argnums=(0,),
-        )
+        # The jitted step's in_shardings place the batch and the frozen inputs.
+        step = jit_train_step(task, optimizer, config.train, mesh, rules, shardings)
         start = time.perf_counter()
-        compiled = step.lower(abstract, batch, jax.random.key(1), frozen).compile()
+        lowered = step.lower(
+            abstract, task.abstract_batch(num_points), jax.random.key(1), task.abstract_frozen()
+        )
+        compiled = lowered.compile()
         seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()

@@ -56,7 +56,13 @@ from ga_jax.train.optimizers import make_optimizer
 from ga_jax.train.state import TrainState, abstract_train_state, create_train_state, ema_update
 from ga_jax.train.task import Task
 
-__all__ = ["NonFiniteLossError", "itstime", "make_train_step", "train_and_evaluate"]
+__all__ = [
+    "NonFiniteLossError",
+    "itstime",
+    "jit_train_step",
+    "make_train_step",
+    "train_and_evaluate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +166,25 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+def jit_train_step(task: Task, optimizer, train_config, mesh, rules, shardings):
+    """The jitted step of a run: the state donated and kept on `shardings`, the batch split over
+    the mesh's batch axes, frozen parameters replicated (what train_and_evaluate runs and
+    launch.compile_check compiles)."""
+    step = make_train_step(
+        task,
+        optimizer,
+        float(train_config.get("ema_decay", 0.0)),
+        int(train_config.get("grad_accum_steps", 1)),
+    )
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(
+        step,
+        in_shardings=(shardings, batch_sharding(mesh, rules), None, replicated),
+        out_shardings=(shardings, None),
+        donate_argnums=(0,),
+    )
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -273,12 +298,7 @@ def train_and_evaluate(task: Task, config, workdir: str | Path) -> dict[str, flo
         )
         replicated = NamedSharding(mesh, PartitionSpec())
         frozen = jax.device_put(task.frozen(), replicated)
-        step_fn = jax.jit(
-            make_train_step(task, optimizer, ema_decay, int(tc.get("grad_accum_steps", 1))),
-            in_shardings=(shardings, batch_sharding(mesh, rules), None, replicated),
-            out_shardings=(shardings, None),
-            donate_argnums=(0,),
-        )
+        step_fn = jit_train_step(task, optimizer, tc, mesh, rules, shardings)
         finite_fn = jax.jit(_all_finite)
         evaluator = _Evaluator(task, mesh, axes, frozen) if tc.eval_every_steps > 0 else None
         writer = MetricWriter(workdir, active=jax.process_index() == 0)

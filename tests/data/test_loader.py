@@ -164,6 +164,14 @@ def test_processes_load_blocks_of_the_same_global_batches(roots):
     ]
     assert len(single) == 3 and all(len(b) == 3 for b in blocks)
     assert [a + b for a, b in zip(*blocks, strict=True)] == single
+    # A global batch larger than the data (12 records) repeats records, whatever the count.
+    config = tiny_config(roots, batch_size=16)
+    single = next(make_vae_loader(config))["record_index"].tolist()
+    halves = [
+        next(make_vae_loader(config, shard_index=p, shard_count=2))["record_index"].tolist()
+        for p in (0, 1)
+    ]
+    assert len(single) == 16 and halves[0] + halves[1] == single
 
 
 def test_shard_options_default_to_the_process(roots):
@@ -237,8 +245,7 @@ def test_bad_input_fail_names_the_file(broken_roots, case):
 def test_bad_input_skip_drops_logs_and_counts(broken_roots, case, caplog):
     gbuffer, fps, chunk, ply = broken_roots
     file, fragment = corrupt(chunk, ply, case)
-    config = tiny_config((gbuffer, fps), on_error="skip", num_epochs=1, batch_size=1,
-                         shuffle=False)
+    config = tiny_config((gbuffer, fps), on_error="skip", num_epochs=1, batch_size=1, shuffle=False)
     it = make_vae_loader(config)
     with caplog.at_level(logging.WARNING, logger="ga_jax.data.loader"):
         batches = list(it)
@@ -256,8 +263,9 @@ def test_bad_input_skip_drops_logs_and_counts(broken_roots, case, caplog):
 def test_bad_input_through_workers(broken_roots):
     gbuffer, fps, chunk, ply = broken_roots
     file, fragment = corrupt(chunk, ply, "nan camera")
-    config = tiny_config((gbuffer, fps), on_error="skip", num_epochs=1, batch_size=1,
-                         shuffle=False, worker_count=2)
+    config = tiny_config(
+        (gbuffer, fps), on_error="skip", num_epochs=1, batch_size=1, shuffle=False, worker_count=2
+    )
     it = make_vae_loader(config)
     try:
         records = sorted(int(b["record_index"][0]) for b in it)
@@ -364,8 +372,9 @@ def test_real_data_batch(shared_data):
     # The xyz map of fully covered pixels lies on the surface the cloud samples (a separate
     # file): median distance 0.024, about the cloud's own spacing (0.022 between disjoint
     # halves of it); the legacy map is off by more (measured 0.037).
-    alpha = read_chunk(shared_data / "objaverse_gbuffer" / config_chunk(shared_data),
-                       views=range(8)).alpha
+    alpha = read_chunk(
+        shared_data / "objaverse_gbuffer" / config_chunk(shared_data), views=range(8)
+    ).alpha
     solid = resize_maps(alpha, 64) > 0.99
     correct = np.median(nearest_distances(batch["encoder_input"][0, ..., 12:15][solid], cloud))
     config.legacy_ray_depth = True

@@ -33,6 +33,7 @@ from tests.train.test_flow_task import write_latents
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 3
 TIMEOUT_S = 600
+VAE_CONFIG = "configs/vae/tiny.py"
 
 
 def free_port() -> int:
@@ -41,26 +42,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_command(config: str, workdir: Path, overrides: dict[str, object]) -> list[str]:
-    flags = {
-        "train.total_steps": STEPS,
-        "train.log_every_steps": 1,
-        "train.checkpoint_every_steps": STEPS,
-        "train.eval_every_steps": STEPS,
-        "train.eval_batches": 1,
-        "optimizer.eps": 1.0,
-        "mesh.shape.data": 4,
-        "mesh.shape.fsdp": 2,
-        **overrides,
-    }
+MESH = {"mesh.shape.data": 4, "mesh.shape.fsdp": 2}
+TRAIN = {
+    "train.total_steps": STEPS,
+    "train.log_every_steps": 1,
+    "train.checkpoint_every_steps": STEPS,
+    "train.eval_every_steps": STEPS,
+    "train.eval_batches": 1,
+    "optimizer.eps": 1.0,
+}
+
+
+def launcher(module: str, config: str, workdir: Path, overrides: dict, *extra: str) -> list[str]:
+    """`python -m module --config=config --workdir=workdir --config.<k>=<v> ... extra`, on the
+    tests' data 4 x fsdp 2 mesh."""
+    flags = {**MESH, **overrides}
     return [
         sys.executable,
         "-m",
-        "launch.train",
+        module,
         f"--config={config}",
         f"--workdir={workdir}",
         *(f"--config.{k}={v}" for k, v in flags.items()),
+        *extra,
     ]
+
+
+def train_command(config: str, workdir: Path, overrides: dict[str, object]) -> list[str]:
+    return launcher("launch.train", config, workdir, {**TRAIN, **overrides})
 
 
 def run_processes(commands: list[list[str]], devices: int, logs: Path) -> None:
@@ -146,19 +155,6 @@ def assert_same_runs(single: Path, multi: Path, loss_names: tuple[str, ...]) -> 
         assert float(np.max(np.abs(x - y))) / scale <= 1e-5
 
 
-def vae_job(module: str, workdir: Path, overrides: dict[str, object], *extra: str) -> list[str]:
-    flags = {"mesh.shape.data": 4, "mesh.shape.fsdp": 2, **overrides}
-    return [
-        sys.executable,
-        "-m",
-        module,
-        "--config=configs/vae/tiny.py",
-        f"--workdir={workdir}",
-        *(f"--config.{k}={v}" for k, v in flags.items()),
-        *extra,
-    ]
-
-
 # About 4 minutes on the 2-core CI machine (9 processes compile the VAE): `make test-slow`, or
 # `pytest -m slow tests/parallel/test_multiprocess.py`. The flow-stage test below keeps the
 # multi-process training path in the suite.
@@ -175,7 +171,7 @@ def test_vae_two_processes_train_extract_and_evaluate_like_one(tmp_path):
         "eval_data.fps_root": fps,
         "eval_data.jitter_prob": 0.0,
     }
-    single, multi = train_both_ways(tmp_path, "configs/vae/tiny.py", overrides)
+    single, multi = train_both_ways(tmp_path, VAE_CONFIG, overrides)
     assert_same_runs(single, multi, ("total", "grad_norm", "rgb_l1/1", "kl"))
 
     # Latent extraction and reconstruction evaluation of the trained VAE, both ways.
@@ -191,20 +187,21 @@ def test_vae_two_processes_train_extract_and_evaluate_like_one(tmp_path):
         address = f"127.0.0.1:{free_port()}"
         job = [e.format(workdir=runs["two"]) for e in extra]
         pairs += [
-            vae_job(module, runs["two"], overrides, *job)
+            launcher(module, VAE_CONFIG, runs["two"], overrides, *job)
             + [f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"]
             for i in (0, 1)
         ]
     run_processes(pairs, 4, runs["two"])
     singles = [
-        vae_job(
+        launcher(
             "launch.extract_latents",
+            VAE_CONFIG,
             runs["one"],
             overrides,
             f"--out={runs['one']}/latents",
             "--cond_size=16",
         ),
-        vae_job("launch.eval_vae", runs["one"], overrides),
+        launcher("launch.eval_vae", VAE_CONFIG, runs["one"], overrides),
     ]
     run_processes(singles, 8, runs["one"])
 

@@ -15,6 +15,7 @@ by its depth; this count does not depend on how the layers are compiled.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -39,10 +40,7 @@ def dit_train_flops(
             group = "context"
         elif any(k in name for k in PER_OBJECT):
             group = "object"
-        size = 1
-        for d in leaf.shape:
-            size *= d
-        counts[group] += size
+        counts[group] += math.prod(leaf.shape)
     dense = 6 * (counts["latent"] * num_points + counts["context"] * context + counts["object"])
     attention = 12 * depth * num_points * (num_points + context) * width
     return float(batch) * (dense + attention)
