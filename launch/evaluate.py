@@ -6,7 +6,9 @@ COV, MMD, CD-L1, F-score; ga_jax/evaluation/metric_job.py).
 
 Writes <workdir>/metrics.json and metrics.md (printed at the end) and keeps per-object
 features in <workdir>/features/, so that running the same command again (after an
-interruption, or with another evaluator added) computes only what is missing.
+interruption, or with another evaluator added) computes only what is missing. Runs as several
+processes too (launch/cluster.py flags, SLURM, TPU slices; the workdir on a shared file
+system): each computes a block of the objects, process 0 writes the report.
 """
 
 import logging
@@ -25,12 +27,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
-    cluster.initialize(multi_process=False)
+    cluster.initialize()
     config = _CONFIG.value
     if not config.generated.root:
         raise app.UsageError("--config.generated.root: the generated objects' directory")
-    run_evaluation(config, _WORKDIR.value)
-    print(open(f"{_WORKDIR.value}/metrics.md").read())
+    if run_evaluation(config, _WORKDIR.value) is not None:  # process 0 writes the report
+        print(open(f"{_WORKDIR.value}/metrics.md").read())
 
 
 if __name__ == "__main__":

@@ -5,11 +5,14 @@
     python -m launch.sample --config=configs/sample/default.py:random_tiny --config.prompt=x
 
 Writes one sample directory per sample (ga_jax/pipeline/sample_files.py) under
-config.outdir and prints the stages' NFE and times.
+config.outdir and an index of them, <name>_s<seed>.json, and prints the stages' NFE and times.
+Runs as several processes too (launch/cluster.py flags, SLURM, TPU slices): each process
+generates a block of the samples, process 0 checks them all and writes the index.
 """
 
 import logging
 
+import jax
 from absl import app
 from ml_collections import config_flags
 
@@ -23,9 +26,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/sample/default.py",
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
-    cluster.initialize(multi_process=False)
-    for directory in run_sampling(_CONFIG.value, load_config):
-        print(directory)
+    cluster.initialize()
+    directories = run_sampling(_CONFIG.value, load_config)
+    if jax.process_index() == 0:
+        for directory in directories:
+            print(directory)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ a permutation of the one a single process would load, and everything drawn per s
 the step (posterior noise, flow times) lands on other samples. `process_block` gives process p
 the p-th contiguous block of each global batch instead: the global batch is the same records in
 the same order for any process count, which is what lets a 2-process run reproduce a 1-process
-run step for step (tests/parallel/test_multiprocess.py).
+run step for step (tests/parallel/test_multiprocess.py). `process_range` splits a job that is
+not batched (samples, objects to measure) the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,20 @@ from typing import Any
 
 import grain
 
-__all__ = ["process_block"]
+__all__ = ["process_block", "process_range"]
+
+
+def process_range(total: int, index: int, count: int) -> range:
+    """The items of a job of `total` (samples to generate, objects to measure) that process
+    `index` of `count` takes: a contiguous block, the first total % count blocks one longer,
+    so that the blocks in process order are 0 .. total - 1. Empty when total < count."""
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"process index / count: expected 0 <= index < count, got {index}/{count}")
+    if total < 0:
+        raise ValueError(f"total: expected >= 0 items, got {total}")
+    size, extra = divmod(total, count)
+    start = index * size + min(index, extra)
+    return range(start, start + size + (index < extra))
 
 
 def process_block(

@@ -5,15 +5,18 @@ protocol, with the evaluators a config names.
 
 Steps: list both sets (ga_jax/evaluation/object_sets.py; every unusable object becomes a
 reported problem), get each object's features from the cache or compute them in batches
-sharded over the devices (ga_jax/evaluation/evaluators.py, feature_cache.py), run the
-evaluators, write `<workdir>/metrics.json` and `metrics.md`. An object that fails while its
-features are computed (a corrupt PLY, a chunk that does not decode) is reported by path and
-left out of every measure of its side; the job goes on. An evaluator that cannot run on what
-it was given (KID on fewer objects than a subset) reports why in its row.
+sharded over the devices (ga_jax/evaluation/evaluators.py, feature_cache.py; under several
+processes each computes a block of the objects on its own devices into the shared cache, and
+process 0 goes on from there), run the evaluators, write `<workdir>/metrics.json` and
+`metrics.md`. An object that fails while its features are computed (a corrupt PLY, a chunk that
+does not decode) is reported by path and left out of every measure of its side; the job goes
+on. An evaluator that cannot run on what it was given (KID on fewer objects than a subset)
+reports why in its row.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -23,8 +26,10 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from ga_jax.data.process_shards import process_range
 from ga_jax.evaluation.edit_preservation import edit_preservation_views
 from ga_jax.evaluation.evaluators import (
     DATA_AXIS,
@@ -332,7 +337,8 @@ def _markdown(report: dict[str, Any]) -> str:
     ]
     lines += [
         "",
-        f"Features (per object, over {report['devices']} device(s)): " + ", ".join(counts) + ".",
+        f"Features (per object, over {report['devices']} device(s) in {report['processes']} "
+        "process(es)): " + ", ".join(counts) + ".",
     ]
     if report["cloud_points"]:
         lines += ["", "Distinct cloud points (fewest / mean): " + ", ".join(
@@ -344,9 +350,70 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
+def _compute(extractor, kinds, networks, sides, *, paired, lpips, clip, pair_with=None):
+    """Every feature and per-object measure the evals need for the objects of `sides`, from the
+    cache or computed into it: (paired, edit, clip arrays by object name). pair_with: the
+    generated objects the reference ones pair with (default: sides["generated"])."""
+    network_kinds = sorted(kinds - JOB_KINDS)
+    for side in sides.values():
+        if "cloud" in kinds or any(n.source == "clouds" for n in networks.values()):
+            extractor.clouds(side)
+        for source in ("views", "clouds"):
+            group = [k for k in network_kinds if networks[k].source == source]
+            if group:
+                extractor.network_features(side, group, source)
+    generated = sides["generated"]
+    paired_arrays = (
+        _paired_views(extractor, pair_with or generated, sides["reference"], paired)
+        if paired
+        else {}
+    )
+    edit_arrays = _edit_preservation(extractor, generated, lpips) if EDIT in kinds else {}
+    clip_arrays = _clip_scores(extractor, generated, clip) if clip is not None else None
+    return paired_arrays, edit_arrays, clip_arrays
+
+
+def _compute_process_blocks(compute, sides, cache, kinds: set[str]) -> np.ndarray:
+    """Several processes: each computes its contiguous block of each side's objects into the
+    shared cache; when all are done process 0 reads them all from it (an object that failed is
+    tried again there and reported). Returns the cache entries computed in this step,
+    [process, kind] over sorted(kinds | {"cloud"}) (the report counts them as computed, not
+    cached, and shows each process's share)."""
+    index, count = jax.process_index(), jax.process_count()
+    blocks = {
+        name: _Side(name, [side.objects[i] for i in process_range(len(side.objects), index, count)])
+        for name, side in sides.items()
+    }
+    # Each reference object of this block pairs with its generated object, wherever it is.
+    compute(blocks, pair_with=_Side("generated", sides["generated"].objects))
+    kinds = sorted(kinds | {"cloud"})  # the same list on every process (clouds feed PointNet)
+    mine = np.asarray([cache.counts[k]["computed"] for k in kinds], np.int64)
+    # A collective: it also waits for every process's block.
+    computed = np.asarray(multihost_utils.process_allgather(mine)).reshape(count, len(kinds))
+    log.info("entries computed by each process: %s", computed.sum(1).tolist())
+    cache.counts.clear()  # from here on process 0 counts what it reads (_feature_counts)
+    return computed
+
+
+def _feature_counts(cache, kinds, blocks: np.ndarray | None) -> dict[str, dict[str, int]]:
+    """cache.summary(), with the entries the process blocks computed moved from 'cached' (how
+    process 0 found them) to 'computed'."""
+    summary = cache.summary()
+    before = {} if blocks is None else dict(zip(sorted(kinds | {"cloud"}), blocks.sum(0)))
+    for kind, n in before.items():
+        if kind in summary:
+            summary[kind] = {
+                "computed": summary[kind]["computed"] + int(n),
+                "cached": summary[kind]["cached"] - int(n),
+            }
+    return summary
+
+
+def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any] | None:
     """Run the job of `config` (configs/eval/*.py) and write workdir/metrics.{json,md}; returns
-    the report."""
+    the report. Under several processes every process computes a block of the objects' features
+    (cached in workdir), then process 0 writes the report and returns it; the others return
+    None."""
     start = time.perf_counter()
     workdir = Path(workdir)
     protocol = RenderProtocol.from_config(config.protocol)
@@ -355,7 +422,9 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
     network_kinds = sorted(kinds - JOB_KINDS)
     if any(config.networks[k].get("weights") is None for k in network_kinds):
         raise ValueError("networks.<name>.weights: expected a path, or '' for random weights")
-    mesh = Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+    # Under several processes each computes its objects' features on its own devices.
+    devices = jax.devices() if jax.process_count() == 1 else jax.local_devices()
+    mesh = Mesh(np.asarray(devices), (DATA_AXIS,))
     networks: dict[str, FeatureNetwork] = {
         k: build_network(k, config.networks[k], mesh) for k in network_kinds
     }
@@ -379,27 +448,24 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
         "reference": len(reference) + len(problems_r),
     }
     log.info(
-        "%d generated objects (%d problems), %d reference objects (%d problems), %d device(s)",
-        len(generated), len(problems_g), len(reference), len(problems_r), mesh.size,
+        "%d generated objects (%d problems), %d reference objects (%d problems), %d device(s), "
+        "%d process(es)", len(generated), len(problems_g), len(reference), len(problems_r),
+        jax.device_count(), jax.process_count(),
     )  # fmt: skip
 
     cache = FeatureCache(workdir / "features")
     extractor = _Extractor(protocol, networks, cache, batch)
-    for side in sides.values():
-        if "cloud" in kinds or any(n.source == "clouds" for n in networks.values()):
-            extractor.clouds(side)
-        for source in ("views", "clouds"):
-            group = [k for k in network_kinds if networks[k].source == source]
-            if group:
-                extractor.network_features(side, group, source)
-
-    paired_arrays = (
-        _paired_views(extractor, sides["generated"], sides["reference"], paired) if paired else {}
+    clip_weights = config.networks.get("clip", {}).get("weights")
+    clip = ClipScorer(config.networks.clip) if CLIP in kinds and clip_weights else None
+    compute = functools.partial(
+        _compute, extractor, kinds, networks, paired=paired, lpips=lpips, clip=clip
     )
-    edit_arrays = _edit_preservation(extractor, sides["generated"], lpips) if EDIT in kinds else {}
-    clip_arrays = None
-    if CLIP in kinds and config.networks.get("clip", {}).get("weights"):
-        clip_arrays = _clip_scores(extractor, sides["generated"], ClipScorer(config.networks.clip))
+    blocks = None
+    if jax.process_count() > 1:
+        blocks = _compute_process_blocks(compute, sides, cache, kinds)
+        if jax.process_index() != 0:
+            return None
+    paired_arrays, edit_arrays, clip_arrays = compute(sides)
     for side in sides.values():
         if not side.live():
             raise ValueError(f"{side.name}: no usable object (see the problems logged above)")
@@ -449,8 +515,11 @@ def run_evaluation(config: Any, workdir: str | Path) -> dict[str, Any]:
             }
             for k in network_kinds
         },  # fmt: skip
-        "features": cache.summary(),
-        "devices": mesh.size,
+        "features": _feature_counts(cache, kinds, blocks),
+        "devices": jax.device_count(),
+        "processes": jax.process_count(),
+        # Cache entries each process computed in its block (None: one process).
+        "computed_by_process": None if blocks is None else blocks.sum(1).tolist(),
         "cloud_points": _distinct_points(sides),
         "problems": problems,
         "metrics": metrics,

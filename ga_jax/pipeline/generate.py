@@ -309,6 +309,7 @@ class Pipeline:
         *,
         seed: int = 0,
         num_samples: int = 1,
+        first_sample: int = 0,
         steps: int | None = None,
         guidance: float | None = None,
         sampler: SamplerSettings | None = None,
@@ -317,13 +318,17 @@ class Pipeline:
         **export_options: Any,
     ) -> Generation:
         """Generate num_samples objects from a prompt or an image (uint8 [H, W, 3]) and/or a
-        point cloud [M, 3] (skips stage 1). steps / guidance override the sampler's steps and
+        point cloud [M, 3] (skips stage 1). The samples are first_sample, first_sample + 1, ...
+        of the seed (their noise rows depend on the index only, so a job split over processes
+        generates what one process would). steps / guidance override the sampler's steps and
         both stages' guidance scale. With formats (ga_jax/export.FORMATS: "ply", "3dgs",
         "points", "obj", "glb", "gif", "mp4", "png") each sample's files are written to out_dir
         as sample_<i><suffix> (export_options go to ga_jax.export.export) and their paths
         returned in Generation.files."""
         if num_samples < 1:
             raise ValueError(f"num_samples: expected >= 1, got {num_samples}")
+        if first_sample < 0:
+            raise ValueError(f"first_sample: expected >= 0, got {first_sample}")
         formats = tuple(formats)
         if formats and out_dir is None:
             raise ValueError(f"formats {formats}: expected an out_dir to write them to")
@@ -333,7 +338,7 @@ class Pipeline:
         settings = sampler or self.sampler
         if steps is not None:
             settings = dataclasses.replace(settings, steps=int(steps))
-        samples = np.arange(num_samples)
+        samples = first_sample + np.arange(num_samples)
         ids = np.arange(self.num_points)
         noise_xyz = initial_noise(seed, samples, ids, 3, stream=1)
         noise_features = initial_noise(seed, samples, ids, self.latent_dim, stream=2)
@@ -381,7 +386,7 @@ class Pipeline:
         files = []
         for i in range(num_samples):
             one = generation.sample(i)
-            name = f"sample_{i}"
+            name = f"sample_{samples[i]}"
             files.append(
                 export(one.surfels, one.cloud.xyz, out_dir, formats, name, **export_options)
             )

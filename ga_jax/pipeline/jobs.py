@@ -4,20 +4,25 @@ build the Pipeline from config, run it, write sample directories, report progres
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from PIL import Image, UnidentifiedImageError
 
 from ga_jax.data.ply import read_ply_points
+from ga_jax.data.process_shards import process_range
 from ga_jax.export import export
 from ga_jax.flow.samplers import SamplerSettings
 from ga_jax.pipeline import edit
 from ga_jax.pipeline.generate import Pipeline
+from ga_jax.pipeline.sample_files import FILES as SAMPLE_FILES
 from ga_jax.pipeline.sample_files import read_sample, write_sample
 
 log = logging.getLogger(__name__)
@@ -68,7 +73,33 @@ def _name(prompt: str | None, fallback: str) -> str:
 
 
 def run_sampling(config: Any, load_config=None) -> list[Path]:
-    """Generate config.num_samples objects and write their sample directories."""
+    """Generate config.num_samples objects and write their sample directories; returns all of
+    them, in sample order.
+
+    Under several processes (launch/cluster.py) each process generates a contiguous block of
+    the samples (ga_jax/data/process_shards.process_range) into the shared outdir, and after
+    all have finished process 0 checks that every sample directory is complete and writes the
+    run's index, <outdir>/<name>_s<seed>.json (one process writes it too)."""
+    index, count = jax.process_index(), jax.process_count()
+    mine = process_range(config.num_samples, index, count)
+    name = _name(config.prompt, "image" if config.image else "sample")
+    directories = [
+        Path(config.outdir) / f"{name}_s{config.seed}_{i}" for i in range(config.num_samples)
+    ]
+    if len(mine):
+        _generate(config, load_config, mine, directories)
+    else:
+        log.warning("process %d of %d: no sample to generate (num_samples %d)",
+                    index, count, config.num_samples)  # fmt: skip
+    if count > 1:
+        multihost_utils.sync_global_devices("ga_jax sampling: every block written")
+    if index == 0:
+        _write_index(config, name, directories, count)
+    return directories
+
+
+def _generate(config: Any, load_config, samples: range, directories: list[Path]) -> None:
+    """Generate `samples` (indices of the seed) and write their directories."""
     start = time.perf_counter()
     condition = "image" if config.image and not config.prompt else "text"
     pipe = pipeline_from_config(config, load_config, condition)
@@ -80,7 +111,8 @@ def run_sampling(config: Any, load_config=None) -> list[Path]:
         image,
         points,
         seed=config.seed,
-        num_samples=config.num_samples,
+        num_samples=len(samples),
+        first_sample=samples.start,
         guidance=config.guidance,
     )
     for stage, info in out.info["stages"].items():
@@ -90,13 +122,11 @@ def run_sampling(config: Any, load_config=None) -> list[Path]:
         "times (s, compile included on the first call): %s",
         {k: round(v, 2) for k, v in out.info["timings"].items()},
     )
-    name = _name(config.prompt, "image" if image is not None else "sample")
-    directories = []
-    for i in range(config.num_samples):
-        directory = Path(config.outdir) / f"{name}_s{config.seed}_{i}"
+    formats = [f.strip() for f in config.formats.split(",") if f.strip()]
+    for i, s in enumerate(samples):
+        directory = directories[s]
         sample = out.sample(i)
         write_sample(directory, sample, **config.render.to_dict())
-        formats = [f.strip() for f in config.formats.split(",") if f.strip()]
         if formats:
             timings: dict[str, float] = {}
             export(
@@ -110,8 +140,30 @@ def run_sampling(config: Any, load_config=None) -> list[Path]:
             )
             log.info("exports (s): %s", {k: round(v, 2) for k, v in timings.items()})
         log.info("wrote %s", directory)
-        directories.append(directory)
-    return directories
+
+
+def _write_index(config: Any, name: str, directories: list[Path], processes: int) -> Path:
+    """The merge step: every sample directory must be complete (a sample lost by a process is
+    an error, not a shorter list); <outdir>/<name>_s<seed>.json lists them in sample order."""
+    incomplete = [f"{d}/{f}" for d in directories for f in SAMPLE_FILES if not (d / f).is_file()]
+    if incomplete:
+        raise RuntimeError(
+            f"sampling: {len(incomplete)} expected file(s) missing after every process finished, "
+            f"e.g. {incomplete[:3]}"
+        )
+    path = Path(config.outdir) / f"{name}_s{config.seed}.json"
+    index = {
+        "prompt": config.prompt,
+        "image": config.image,
+        "points": config.points,
+        "seed": config.seed,
+        "num_samples": config.num_samples,
+        "processes": processes,
+        "samples": [d.name for d in directories],
+    }
+    path.write_text(json.dumps(index, indent=1) + "\n")
+    log.info("wrote %s (%d samples)", path, len(directories))
+    return path
 
 
 def parse_region(box: str, sphere: str) -> edit.Region | None:

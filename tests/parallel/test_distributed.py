@@ -119,8 +119,8 @@ def test_single_process_launchers_refuse_a_multi_process_run():
     command = [
         sys.executable,
         "-m",
-        "launch.sample",
-        "--config=configs/sample/default.py",
+        "launch.edit",
+        "--config=configs/sample/edit.py",
         "--coordinator_address=127.0.0.1:9",
         "--num_processes=2",
         "--process_id=1",

@@ -1,6 +1,7 @@
 """Two processes of 4 CPU devices each (JAX's CPU collectives) train like one process of 8
 (issue 20, acceptance 1): `launch.train` started twice with explicit --coordinator_address /
---num_processes / --process_id, against the same command run as one process.
+--num_processes / --process_id, against the same command run as one process. The sampling and
+metric jobs (`launch.sample`, `launch.evaluate`) likewise write what one process writes.
 
 What must agree (relative 1e-5): every logged loss, the evaluation metrics, the final
 parameters; the files must exist once (metrics.jsonl lines and the evaluation grid written by
@@ -26,6 +27,7 @@ import pytest
 from PIL import Image
 
 from ga_jax.data.latents import LatentDataset
+from ga_jax.export.ply import write_surfel_ply
 from ga_jax.train.metrics_writer import read_jsonl
 from tests.data.fake_vae_data import make_fake_dataset
 from tests.train.test_flow_task import write_latents
@@ -97,7 +99,7 @@ def run_processes(commands: list[list[str]], devices: int, logs: Path) -> None:
             f"--- process {i} (exit {c}):\n" + (logs / f"process_{i}.log").read_text()[-4000:]
             for i, c in enumerate(codes)
         )
-        pytest.fail(f"a training process failed:\n{text}")
+        pytest.fail(f"a process failed:\n{text}")
 
 
 def train_both_ways(tmp_path: Path, config: str, overrides: dict[str, object]) -> tuple[Path, Path]:
@@ -224,3 +226,104 @@ def test_flow_stage_two_processes_train_like_one(tmp_path):
     overrides = {"data.root": str(latents), "eval_data.root": str(latents)}
     single, multi = train_both_ways(tmp_path, "configs/flow/tiny.py:1", overrides)
     assert_same_runs(single, multi, ("total", "grad_norm", "flow_mse"))
+
+
+def pair_commands(command: list[str]) -> list[list[str]]:
+    """`command` as processes 0 and 1 of a 2-process run."""
+    address = f"127.0.0.1:{free_port()}"
+    return [
+        command + [f"--coordinator_address={address}", "--num_processes=2", f"--process_id={i}"]
+        for i in (0, 1)
+    ]
+
+
+def test_sampling_and_metric_jobs_two_processes_like_one(tmp_path):
+    """3 samples over 2 processes (blocks of 2 and 1) give the sample directories and index
+    one process gives; the metric job over 3 objects (features in blocks, the report by
+    process 0) gives the same report, every feature counted once as computed."""
+    from tests.evaluation.test_metric_job import sphere_surfels  # noqa: PLC0415
+
+    outdirs = {n: tmp_path / f"samples_{n}" for n in ("one", "two")}
+
+    def sample(outdir: Path) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "launch.sample",
+            "--config=configs/sample/default.py:random_tiny",
+            "--config.num_samples=3",
+            "--config.sampler.steps=2",
+            "--config.render.size=32",
+            f"--config.outdir={outdir}",
+        ]
+
+    logs = {n: tmp_path / f"logs_{n}" for n in ("one", "two")}
+    for d in logs.values():
+        d.mkdir()
+    run_processes(pair_commands(sample(outdirs["two"])), 2, logs["two"])
+    run_processes([sample(outdirs["one"])], 4, logs["one"])
+    index_a, index_b = (json.loads((outdirs[n] / "sample_s0.json").read_text()) for n in outdirs)
+    assert index_b == {**index_a, "processes": 2} and index_a["processes"] == 1
+    assert index_a["samples"] == [f"sample_s0_{i}" for i in range(3)]
+    for i, name in enumerate(index_a["samples"]):
+        a, b = (np.load(outdirs[n] / name / "latent.npz") for n in outdirs)
+        assert json.loads(str(b["info"]))["sample_index"] == i
+        for key in ("xyz", "features", "noise_xyz", "noise_features", "ids"):
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+    # The metric job: reference spheres, a displaced sphere generated for each (same names).
+    objects = 3
+    gbuffer, fps, truth = make_fake_dataset(
+        tmp_path / "data", classes={"Spheres": objects}, chunks_per_object=1, views=4, size=32,
+        points=600,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    generated = tmp_path / "generated"
+    for chunk, t in truth.items():
+        directory = generated / chunk.rsplit("/", 1)[0]
+        directory.mkdir(parents=True)
+        surfels = sphere_surfels(t["centre"] + 0.02, t["radius"] * 1.1, (0.8, 0.2, 0.2), 700, rng)
+        write_surfel_ply(directory / "surfels.ply", surfels)
+    # PointNet features, clouds and paired views: each kind of per-object work the job does.
+    config = tmp_path / "eval_config.py"
+    config.write_text(
+        "import ml_collections\n\nfrom configs.eval.synthetic import get_config as base\n\n\n"
+        "def get_config():\n"
+        "    c = base('tiny')\n"
+        "    keep = ('p_fid', 'cov_mmd', 'geometry', 'reconstruction')\n"
+        "    c.evals = ml_collections.ConfigDict({k: c.evals[k] for k in keep})\n"
+        f"    c.generated.root = {str(generated)!r}\n"
+        f"    c.reference.fps_root = {str(fps)!r}\n"
+        f"    c.reference.gbuffer_root = {str(gbuffer)!r}\n"
+        "    return c\n"
+    )
+    workdirs = {n: tmp_path / f"eval_{n}" for n in ("one", "two")}
+
+    def evaluate(workdir: Path) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "launch.evaluate",
+            f"--config={config}",
+            f"--workdir={workdir}",
+        ]
+
+    run_processes(pair_commands(evaluate(workdirs["two"])), 2, logs["two"])
+    run_processes([evaluate(workdirs["one"])], 4, logs["one"])
+    a, b = (json.loads((workdirs[n] / "metrics.json").read_text()) for n in workdirs)
+    assert (a["processes"], b["processes"]) == (1, 2) and a["devices"] == b["devices"] == 4
+    assert a["problems"] == b["problems"] == []
+    assert a["generated"]["used"] == a["reference"]["used"] == objects
+    assert b["features"] == a["features"]
+    # Blocks of 2 and 1 objects per side: clouds, PointNet features, paired views.
+    assert a["computed_by_process"] is None and b["computed_by_process"] == [10, 5]
+    assert a["features"]["pointnet"] == {"computed": 2 * objects, "cached": 0}
+    assert a["features"]["paired_views"] == {"computed": objects, "cached": 0}
+    assert a["metrics"].keys() == b["metrics"].keys()
+    for name, row in a["metrics"].items():
+        assert "error" not in row, (name, row)
+        assert row["count"] == b["metrics"][name]["count"]
+        value, other = row["value"], b["metrics"][name]["value"]
+        for key in value if isinstance(value, dict) else [None]:
+            x, y = (value, other) if key is None else (value[key], other[key])
+            np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6, err_msg=f"{name} {key}")
