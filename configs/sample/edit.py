@@ -16,10 +16,15 @@ Fields (besides the model fields of configs/sample/default.py):
                     regenerate: stage 1 again inside the region, the rest held fixed
     box / sphere  the region: "cx,cy,cz;hx,hy,hz" / "cx,cy,cz;r" ('' = every point)
     prompt        the condition for stage 2 (None: the sample's own prompt)
+    strength      stage 2's rerun, in (0, 1]: 1 regenerates the features on the edited points
+                  from the noise; less follows the original sample until t = 1 - strength, so
+                  moved parts keep more of their texture (Pipeline.edit; None: the models'
+                  measured default, else 1; the regenerate op always uses 1)
     out           the edited sample's directory (default: <sample>_edited)
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs.sample.default import get_config as sample_config
 
@@ -35,5 +40,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.factor = 1.0
         c.degrees = 0.0
         c.other = ""
+        c.strength = config_dict.placeholder(float)
         c.out = ""
     return c.lock()

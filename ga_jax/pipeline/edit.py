@@ -97,6 +97,19 @@ def concatenate(clouds: list[EditableCloud]) -> EditableCloud:
     return EditableCloud(*(np.concatenate([getattr(c, f) for c in clouds]) for f in fields))
 
 
+def positions_before_edit(original: EditableCloud, edited: EditableCloud) -> np.ndarray:
+    """xyz [N, 3] for the points of `edited` as they were before the edit: each point that was
+    in `original` (same id) at its original position, a new point (resampling, merging) where
+    the edit put it. The geometry the first part of a partial stage-2 rerun sees
+    (Pipeline.edit's strength)."""
+    row_of = {int(i): r for r, i in enumerate(original.ids)}
+    rows = np.array([row_of.get(int(i), -1) for i in edited.ids])
+    old = rows >= 0
+    xyz = np.array(edited.xyz, np.float32)
+    xyz[old] = original.xyz[rows[old]]
+    return xyz
+
+
 # -- regions ------------------------------------------------------------------------------
 
 

@@ -43,9 +43,15 @@ from ga_jax.flow.scaling import StageScaling, stage_scaling
 from ga_jax.models.conditioning.build import build_conditioner
 from ga_jax.models.flow.build import build_dit
 from ga_jax.models.flow.dit import PointDiT
-from ga_jax.models.flow.stage import StageVelocity, init_stage_params
+from ga_jax.models.flow.stage import StageVelocity, SwitchedPoints, init_stage_params
 from ga_jax.models.vae.vae import VAE, build_vae
-from ga_jax.pipeline.edit import EditableCloud, Region, densify, region_mask
+from ga_jax.pipeline.edit import (
+    EditableCloud,
+    Region,
+    densify,
+    positions_before_edit,
+    region_mask,
+)
 from ga_jax.rendering.surfels import Surfels
 from ga_jax.train.runs import load_model
 from ga_jax.weights.model_files import models_directory_files, sampling_defaults
@@ -54,6 +60,10 @@ log = logging.getLogger(__name__)
 
 # The latent frame: objects live in [-BOX, BOX]^3 (DESIGN.md section 1).
 BOX = 0.45
+
+# Pipeline.edit's stage-2 rerun: 1 = from the noise. A models directory may record a measured
+# value for its stage 2 (manifest "sampling", edit_strength; docs/results.md).
+EDIT_STRENGTH = 1.0
 
 # The embedded default: the small models trained on the synthetic set (docs/results.md),
 # shipped inside the package.
@@ -149,8 +159,10 @@ class Pipeline:
         sampler: SamplerSettings | None = None,
         guidance_interval: tuple[float, float] = (0.0, 1.0),
         guidance_rescale: float = 0.0,
+        edit_strength: float = EDIT_STRENGTH,
     ):
         self.vae, self.vae_params = vae, vae_params
+        self.edit_strength = _check_strength(edit_strength)
         # Guidance options beyond the scale (ga_jax.flow.guidance.Guidance), both stages.
         self.guidance_interval = tuple(guidance_interval)
         self.guidance_rescale = float(guidance_rescale)
@@ -235,11 +247,13 @@ class Pipeline:
         names = ["vae", f"stage1_{condition}", f"stage2_{condition}"]
         pipeline = cls.from_runs(*models_directory_files(directory, names), **kwargs)
         for stage in (1, 2):  # defaults measured on the stored files replace the configs'
-            scale = sampling_defaults(directory, names[stage]).get("guidance_scale")
-            if scale is not None:
+            defaults = sampling_defaults(directory, names[stage])
+            if "guidance_scale" in defaults:
                 pipeline.stages[stage] = dataclasses.replace(
-                    pipeline.stages[stage], guidance_scale=scale
+                    pipeline.stages[stage], guidance_scale=defaults["guidance_scale"]
                 )
+            if "edit_strength" in defaults:
+                pipeline.edit_strength = _check_strength(defaults["edit_strength"])
         return pipeline
 
     # -- the parts ---------------------------------------------------------------------------
@@ -283,12 +297,13 @@ class Pipeline:
         noise: jax.Array,
         condition: dict[str, jax.Array],
         *,
-        xyz: jax.Array | None = None,
+        xyz: jax.Array | SwitchedPoints | None = None,
         known: Known | None = None,
         guidance: Guidance | None = None,
         settings: SamplerSettings | None = None,
     ) -> SampleResult:
-        """Stage `stage`'s ODE from noise [S, P, D] (in the stage's x units)."""
+        """Stage `stage`'s ODE from noise [S, P, D] (in the stage's x units); stage 2's xyz may
+        be SwitchedPoints (an edit rerun)."""
         s = self.stages[stage]
         guidance = guidance or Guidance(s.guidance_scale, path=s.path)
         field = guide(StageVelocity(s.model), guidance)
@@ -401,14 +416,24 @@ class Pipeline:
         image: np.ndarray | None = None,
         guidance: float | None = None,
         sampler: SamplerSettings | None = None,
+        strength: float | None = None,
     ) -> Sample:
         """Stage 2 rerun on an edited cloud with its stored noise rows, then decoded. The
         condition defaults to the original's prompt (an image condition must be passed
-        again)."""
+        again). strength (default self.edit_strength) in (0, 1]: 1 reruns stage 2 on the
+        edited geometry; below 1 stage 2 sees the points where they were before the edit
+        (ga_jax/pipeline/edit.positions_before_edit) until t = 1 - strength, i.e. follows the
+        original sample's trajectory that far, and the edited points after: the smaller the
+        strength, the more a moved part keeps its texture, while its features still adapt to
+        the new geometry."""
         self._check_cloud(cloud)
+        strength = self.edit_strength if strength is None else _check_strength(strength)
         prompt = original.info.get("prompt") if prompt is None and image is None else prompt
         settings = sampler or self.sampler
         xyz = jnp.asarray(cloud.xyz)[None]
+        if strength < 1:
+            before = jnp.asarray(positions_before_edit(original.cloud, cloud))[None]
+            xyz = SwitchedPoints(before, xyz, jnp.float32(1.0 - strength))
         result = self._stage(
             2,
             prompt,
@@ -420,7 +445,12 @@ class Pipeline:
             xyz=xyz,
         )
         features = self.stages[2].scaling.from_x(result.x)
-        info = {**original.info, "edited": True, "sampler": dataclasses.asdict(settings)}
+        info = {
+            **original.info,
+            "edited": True,
+            "sampler": dataclasses.asdict(settings),
+            "edit_strength": strength,
+        }
         info["stages"] = {
             **original.info.get("stages", {}),
             "2": _result_info(result, self._scale(2, guidance)),
@@ -462,8 +492,15 @@ class Pipeline:
         xyz = np.array(scaling.from_x(result.x[0]), np.float32)
         xyz[~free] = cloud.xyz[~free]  # exactly (to_x then from_x may round)
         regenerated = cloud.with_xyz(xyz)
+        # The region holds new geometry: its features come from the noise, not the old ones.
         edited = self.edit(
-            original, regenerated, prompt=prompt, image=image, guidance=guidance, sampler=sampler
+            original,
+            regenerated,
+            prompt=prompt,
+            image=image,
+            guidance=guidance,
+            sampler=sampler,
+            strength=1.0,
         )
         stages = {**edited.info["stages"], "1": _result_info(result, self._scale(1, guidance))}
         return dataclasses.replace(
@@ -517,6 +554,13 @@ class Pipeline:
             )
 
         return rows
+
+
+def _check_strength(strength: float) -> float:
+    strength = float(strength)
+    if not 0 < strength <= 1:
+        raise ValueError(f"edit strength: expected a number in (0, 1], got {strength}")
+    return strength
 
 
 def _init_vae(vae: VAE, key: jax.Array) -> Any:

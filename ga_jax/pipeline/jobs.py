@@ -233,7 +233,9 @@ def run_edit(config: Any, load_config=None) -> Path:
             if not config.points:
                 raise ValueError("op points: needs `points`, the edited PLY")
             cloud = edit.from_edited_points(cloud, read_ply_points(config.points), n, rows)
-        result = pipe.edit(original, cloud, prompt=prompt, guidance=config.guidance)
+        result = pipe.edit(
+            original, cloud, prompt=prompt, guidance=config.guidance, strength=config.strength
+        )
     edits = list(info.get("edits", [])) + [
         {
             "op": op,
@@ -244,6 +246,7 @@ def run_edit(config: Any, load_config=None) -> Path:
             "degrees": config.degrees,
             "other": config.other,
             "points": config.points,
+            "strength": result.info["edit_strength"],
         }
     ]
     # Where it came from, for the edit-preservation measure (ga_jax/evaluation).

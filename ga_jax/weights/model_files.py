@@ -180,7 +180,8 @@ def models_directory_files(directory: str | Path, names: list[str]) -> list[Path
     return files
 
 
-SAMPLING_FIELDS = ("guidance_scale",)
+# guidance_scale: a flow stage's guidance; edit_strength: Pipeline.edit's stage-2 rerun, (0, 1].
+SAMPLING_FIELDS = ("guidance_scale", "edit_strength")
 
 
 def sampling_defaults(directory: str | Path, name: str) -> dict[str, float]:

@@ -167,3 +167,20 @@ def test_densify_grows_very_sparse_clouds_in_rounds():
     assert_rows_follow_ids(result, c)
     with pytest.raises(ValueError, match="at least two points"):
         edit.densify(c.xyz[:1], N)
+
+
+def test_positions_before_edit_follow_ids_and_new_points_stay_where_put():
+    c = cloud()
+    up = Box((0, 0, 0.2), (1, 1, 0.2))
+    moved = edit.translate(c, (0.0, 0.0, 0.3), up)
+    assert (moved.xyz != c.xyz).any()
+    np.testing.assert_array_equal(edit.positions_before_edit(c, moved), c.xyz)
+    shuffled = moved.take(np.random.default_rng(2).permutation(N))
+    np.testing.assert_array_equal(edit.positions_before_edit(c, shuffled), c.xyz[shuffled.ids])
+    # Deleting a region and resampling adds new points: they stay where the edit put them.
+    deleted = edit.delete(edit.translate(c, (0.1, 0, 0)), Sphere((0, 0, 0), 0.25), N, rows)
+    got = edit.positions_before_edit(c, deleted)
+    old = np.isin(deleted.ids, c.ids)
+    assert 0 < old.sum() < N
+    np.testing.assert_array_equal(got[old], c.xyz[deleted.ids[old]])
+    np.testing.assert_array_equal(got[~old], deleted.xyz[~old])

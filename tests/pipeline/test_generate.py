@@ -5,6 +5,7 @@ launch.sample / launch.edit jobs."""
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -73,6 +74,40 @@ def test_identity_edit_reproduces_the_sample_bit_for_bit(pipe):
     edited = pipe.edit(original, original.cloud)
     np.testing.assert_array_equal(edited.features, original.features)
     np.testing.assert_array_equal(edited.surfels.means, original.surfels.means)
+
+
+def test_edit_strength_switches_the_geometry_part_way(pipe):
+    """strength 1 is the rerun on the edited points; a smaller strength follows the original
+    sample's trajectory longer, so its features stay closer to the original's; the info
+    records it."""
+    original = pipe.run(seed=4).sample(0)
+    moved = edit.translate(original.cloud, (0.05, 0.0, 0.0), edit.Box((0.2, 0, 0), (0.2, 1, 1)))
+    full = pipe.edit(original, moved)
+    np.testing.assert_array_equal(pipe.edit(original, moved, strength=1.0).features, full.features)
+    drift = {
+        s: float(np.abs(pipe.edit(original, moved, strength=s).features - original.features).max())
+        for s in (0.02, 0.5)
+    }
+    assert drift[0.02] < drift[0.5] < float(np.abs(full.features - original.features).max())
+    assert drift[0.02] < 0.1 * float(np.abs(original.features).max())
+    assert pipe.edit(original, moved, strength=0.5).info["edit_strength"] == 0.5
+    # The velocity sees `before` until t_switch, `after` from then on.
+    from ga_jax.models.flow.stage import StageVelocity, SwitchedPoints  # noqa: PLC0415
+
+    stage = pipe.stages[2]
+    v = StageVelocity(stage.model)
+    x = jnp.asarray(original.cloud.noise_features)[None]
+    before = jnp.asarray(original.cloud.xyz)[None]
+    after = jnp.asarray(moved.xyz)[None]
+    cond = pipe.null_condition(2, 1)
+    switched = SwitchedPoints(before, after, jnp.float32(0.5))
+    for t, xyz in ((0.3, before), (0.5, after), (0.7, after)):
+        want = v(x, jnp.float32(t), ((stage.params["dit"], xyz), cond))
+        got = v(x, jnp.float32(t), ((stage.params["dit"], switched), cond))
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"edit strength: expected a number in \(0, 1\]"):
+            pipe.edit(original, moved, strength=bad)
 
 
 def test_edit_keeps_surviving_rows_and_changes_only_through_the_points(pipe):

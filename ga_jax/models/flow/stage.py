@@ -12,7 +12,7 @@ and xyz is tiled to x's batch when guidance has doubled it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,16 +41,29 @@ def init_stage_params(model: PointDiT, conditioner: Any, rng: jax.Array) -> dict
     return params
 
 
+class SwitchedPoints(NamedTuple):
+    """Stage 2's points changing during one sample: `before` [B0, P, 3] while t < t_switch,
+    `after` from then on. An edit rerun with strength s < 1 (Pipeline.edit) sees the original
+    geometry until t = 1 - s, so the trajectory up to there is the original sample's, then the
+    edited geometry."""
+
+    before: jax.Array
+    after: jax.Array
+    t_switch: jax.Array
+
+
 @dataclasses.dataclass(frozen=True)
 class StageVelocity:
-    """v(x [B, P, D], t scalar, ((dit_params, xyz [B0, P, 3] | None), condition)) ->
-    [B, P, D] float32. Hashable (the samplers take it as a static argument): equal for equal
-    modules, so building it again does not recompile."""
+    """v(x [B, P, D], t scalar, ((dit_params, xyz [B0, P, 3] | SwitchedPoints | None),
+    condition)) -> [B, P, D] float32. Hashable (the samplers take it as a static argument):
+    equal for equal modules, so building it again does not recompile."""
 
     model: PointDiT
 
     def __call__(self, x: jax.Array, t: jax.Array, args: Any) -> jax.Array:
         (params, xyz), condition = args
+        if isinstance(xyz, SwitchedPoints):
+            xyz = jnp.where(t < xyz.t_switch, xyz.before, xyz.after)
         if xyz is not None and xyz.shape[0] != x.shape[0]:
             xyz = jnp.tile(xyz, (x.shape[0] // xyz.shape[0], 1, 1))
         t = jnp.full((x.shape[0],), t, jnp.float32)
