@@ -17,7 +17,8 @@ built once from the training objects and cached in <out>/judges.npz. --models ta
 directory instead of --vae/--stage1/--stage2 (the image task uses its image stages, every
 other task its text stages); with --record the task's summary and this command go into that
 directory's manifest ("measurements") and the judges file is copied beside the models, so
-that what was measured ships with the weights.
+that what was measured ships with the weights (and --edit_strength, when given, becomes the
+directory's editing default).
 """
 
 import dataclasses
@@ -33,7 +34,11 @@ from absl import app, flags
 from ga_jax.data.latents import LatentDataset
 from ga_jax.evaluation.generation import TASKS, build_judges, run_generation_eval
 from ga_jax.pipeline.generate import Pipeline
-from ga_jax.weights.model_files import add_to_models_directory, record_measurement
+from ga_jax.weights.model_files import (
+    add_to_models_directory,
+    record_measurement,
+    set_sampling_default,
+)
 from launch import cluster
 
 _TASK = flags.DEFINE_enum("task", None, TASKS, "what to measure")
@@ -65,6 +70,12 @@ _STAGE_GUIDANCE = flags.DEFINE_multi_string(
 )
 _RESCALE = flags.DEFINE_float(
     "guidance_rescale", None, "guidance rescale of both stages (ga_jax/flow/guidance.py)"
+)
+_EDIT_STRENGTH = flags.DEFINE_float(
+    "edit_strength",
+    None,
+    "Pipeline.edit's strength in (0, 1] (default: the models' recorded value, else 1); with "
+    "--record it becomes the models directory's default for its stage 2",
 )
 _OUT = flags.DEFINE_string("out", None, "output directory")
 flags.mark_flags_as_required(["task", "heldout", "train_fps_root", "out"])
@@ -119,6 +130,9 @@ def record(summary: dict, judges_file: str) -> None:
     if root:  # the data paths as a user of the directory would write them
         command = command.replace(root.rstrip("/"), "$GA_JAX_DATA_ROOT")
     record_measurement(directory, _TASK.value, {"summary": summary, "command": command})
+    if _EDIT_STRENGTH.value is not None:
+        stage2 = "stage2_image" if _TASK.value == "image" else "stage2_text"
+        set_sampling_default(directory, stage2, "edit_strength", _EDIT_STRENGTH.value)
 
 
 def main(argv):
@@ -129,6 +143,8 @@ def main(argv):
     override_guidance(pipeline, _STAGE_GUIDANCE.value)
     if _RESCALE.value is not None:
         pipeline.guidance_rescale = _RESCALE.value
+    if _EDIT_STRENGTH.value is not None:
+        pipeline.edit_strength = _EDIT_STRENGTH.value
     judges = build_judges(
         _TRAIN_FPS.value,
         seed=_TRAIN_SEED.value,

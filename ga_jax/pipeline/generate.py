@@ -427,7 +427,7 @@ class Pipeline:
         strength, the more a moved part keeps its texture, while its features still adapt to
         the new geometry."""
         self._check_cloud(cloud)
-        strength = self.edit_strength if strength is None else _check_strength(strength)
+        strength = _check_strength(self.edit_strength if strength is None else strength)
         prompt = original.info.get("prompt") if prompt is None and image is None else prompt
         settings = sampler or self.sampler
         xyz = jnp.asarray(cloud.xyz)[None]
