@@ -246,16 +246,10 @@ def test_sampling_and_metric_jobs_two_processes_like_one(tmp_path):
     outdirs = {n: tmp_path / f"samples_{n}" for n in ("one", "two")}
 
     def sample(outdir: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "launch.sample",
-            "--config=configs/sample/default.py:random_tiny",
-            "--config.num_samples=3",
-            "--config.sampler.steps=2",
-            "--config.render.size=32",
-            f"--config.outdir={outdir}",
-        ]
+        return [sys.executable, "-m", "launch.sample",
+                "--config=configs/sample/default.py:random_tiny", "--config.num_samples=3",
+                "--config.sampler.steps=2", "--config.render.size=32",
+                f"--config.outdir={outdir}"]  # fmt: skip
 
     logs = {n: tmp_path / f"logs_{n}" for n in ("one", "two")}
     for d in logs.values():
