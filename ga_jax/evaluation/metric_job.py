@@ -373,11 +373,17 @@ def _compute(extractor, kinds, networks, sides, *, paired, lpips, clip, pair_wit
     return paired_arrays, edit_arrays, clip_arrays
 
 
+def _counted_kinds(kinds: set[str]) -> list[str]:
+    """The cache kinds a job can compute, in one order on every process (clouds also feed the
+    point-cloud networks)."""
+    return sorted(kinds | {"cloud"})
+
+
 def _compute_process_blocks(compute, sides, cache, kinds: set[str]) -> np.ndarray:
     """Several processes: each computes its contiguous block of each side's objects into the
     shared cache; when all are done process 0 reads them all from it (an object that failed is
     tried again there and reported). Returns the cache entries computed in this step,
-    [process, kind] over sorted(kinds | {"cloud"}) (the report counts them as computed, not
+    [process, kind] over _counted_kinds(kinds) (the report counts them as computed, not
     cached, and shows each process's share)."""
     index, count = jax.process_index(), jax.process_count()
     blocks = {
@@ -386,7 +392,7 @@ def _compute_process_blocks(compute, sides, cache, kinds: set[str]) -> np.ndarra
     }
     # Each reference object of this block pairs with its generated object, wherever it is.
     compute(blocks, pair_with=_Side("generated", sides["generated"].objects))
-    kinds = sorted(kinds | {"cloud"})  # the same list on every process (clouds feed PointNet)
+    kinds = _counted_kinds(kinds)
     mine = np.asarray([cache.counts[k]["computed"] for k in kinds], np.int64)
     # A collective: it also waits for every process's block.
     computed = np.asarray(multihost_utils.process_allgather(mine)).reshape(count, len(kinds))
@@ -399,7 +405,7 @@ def _feature_counts(cache, kinds, blocks: np.ndarray | None) -> dict[str, dict[s
     """cache.summary(), with the entries the process blocks computed moved from 'cached' (how
     process 0 found them) to 'computed'."""
     summary = cache.summary()
-    before = {} if blocks is None else dict(zip(sorted(kinds | {"cloud"}), blocks.sum(0)))
+    before = {} if blocks is None else dict(zip(_counted_kinds(kinds), blocks.sum(0)))
     for kind, n in before.items():
         if kind in summary:
             summary[kind] = {
