@@ -80,6 +80,8 @@ def run_sampling(config: Any, load_config=None) -> list[Path]:
     the samples (ga_jax/data/process_shards.process_range) into the shared outdir, and after
     all have finished process 0 checks that every sample directory is complete and writes the
     run's index, <outdir>/<name>_s<seed>.json (one process writes it too)."""
+    if config.num_samples < 1:
+        raise ValueError(f"num_samples: expected >= 1, got {config.num_samples}")
     index, count = jax.process_index(), jax.process_count()
     mine = process_range(config.num_samples, index, count)
     name = _name(config.prompt, "image" if config.image else "sample")
