@@ -322,6 +322,9 @@ def test_from_pretrained_reads_a_models_directory(pipe, tiny_models, tmp_path):
     set_sampling_default(models, "stage1_text", "guidance_scale", 7.5)
     assert _loaded_guidance(models, 1) == 7.5
     assert _loaded_guidance(models, 2) == pipe.stages[2].guidance_scale
+    assert Pipeline.from_pretrained(models, sampler=EULER_4).edit_strength == 1.0
+    set_sampling_default(models, "stage2_text", "edit_strength", 0.5)
+    assert Pipeline.from_pretrained(models, sampler=EULER_4).edit_strength == 0.5
     manifest = json.loads((models / "manifest.json").read_text())
     manifest["sampling"]["stage1_text"]["guidance_scale"] = -1
     (models / "manifest.json").write_text(json.dumps(manifest))

@@ -28,7 +28,11 @@ def test_the_manifest_lists_what_ships():
         assert path.stat().st_size == entry["bytes"], name
         total += entry["bytes"]
     assert total < 50e6
-    assert {"text", "points"} <= set(manifest["measurements"])
+    assert {"text", "points", "edit"} <= set(manifest["measurements"])
+    # The editing default is the strength the edit measurement was made with.
+    strength = manifest["sampling"]["stage2_text"]["edit_strength"]
+    assert f"--edit_strength={strength}" in manifest["measurements"]["edit"]["command"]
+    assert Pipeline.from_pretrained().edit_strength == strength
 
 
 def test_a_red_cube_from_the_shipped_models(tmp_path):
