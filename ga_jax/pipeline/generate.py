@@ -253,7 +253,7 @@ class Pipeline:
                     pipeline.stages[stage], guidance_scale=defaults["guidance_scale"]
                 )
             if "edit_strength" in defaults:
-                pipeline.edit_strength = _check_strength(defaults["edit_strength"])
+                pipeline.edit_strength = defaults["edit_strength"]
         return pipeline
 
     # -- the parts ---------------------------------------------------------------------------

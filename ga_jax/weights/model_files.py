@@ -182,6 +182,7 @@ def models_directory_files(directory: str | Path, names: list[str]) -> list[Path
 
 # guidance_scale: a flow stage's guidance; edit_strength: Pipeline.edit's stage-2 rerun, (0, 1].
 SAMPLING_FIELDS = ("guidance_scale", "edit_strength")
+_SAMPLING_MAX = {"edit_strength": 1.0}
 
 
 def sampling_defaults(directory: str | Path, name: str) -> dict[str, float]:
@@ -193,16 +194,22 @@ def sampling_defaults(directory: str | Path, name: str) -> dict[str, float]:
         raise ValueError(f"{path}: sampling.{name}: unknown field(s) {unknown}; expected "
                          f"some of {list(SAMPLING_FIELDS)}")  # fmt: skip
     for field, value in entry.items():
-        if not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{path}: sampling.{name}.{field}: expected a positive number, "
-                             f"got {value!r}")  # fmt: skip
+        _check_sampling_value(f"{path}: sampling.{name}.{field}", field, value)
     return {k: float(v) for k, v in entry.items()}
+
+
+def _check_sampling_value(where: str, field: str, value: Any) -> None:
+    top = _SAMPLING_MAX.get(field, float("inf"))
+    if not isinstance(value, int | float) or not 0 < value <= top:
+        bound = f" at most {top}" if top < float("inf") else ""
+        raise ValueError(f"{where}: expected a positive number{bound}, got {value!r}")
 
 
 def set_sampling_default(directory: str | Path, name: str, field: str, value: float) -> None:
     """Record a measured sampling default of model `name` in the directory's manifest."""
     if field not in SAMPLING_FIELDS:
         raise ValueError(f"sampling field: expected one of {list(SAMPLING_FIELDS)}, got {field!r}")
+    _check_sampling_value(f"sampling.{name}.{field}", field, value)
     directory = Path(directory)
     manifest = _read_models_manifest(directory)
     if name not in manifest["models"]:

@@ -325,6 +325,10 @@ def test_from_pretrained_reads_a_models_directory(pipe, tiny_models, tmp_path):
     assert Pipeline.from_pretrained(models, sampler=EULER_4).edit_strength == 1.0
     set_sampling_default(models, "stage2_text", "edit_strength", 0.5)
     assert Pipeline.from_pretrained(models, sampler=EULER_4).edit_strength == 0.5
+    with pytest.raises(
+        ValueError, match=r"sampling.stage2_text.edit_strength: expected a pos.*at most 1"
+    ):
+        set_sampling_default(models, "stage2_text", "edit_strength", 1.5)
     manifest = json.loads((models / "manifest.json").read_text())
     manifest["sampling"]["stage1_text"]["guidance_scale"] = -1
     (models / "manifest.json").write_text(json.dumps(manifest))
