@@ -45,6 +45,8 @@ def condition_config(condition: str, size: str) -> ml_collections.ConfigDict:
         c.weights = ""  # a local directory / file; required (nothing is downloaded)
     elif size == "small":
         c.name = "image_encoder" if condition == "image" else "minilm"
+        if condition == "image":  # an image-text run's export to start from ('' = random)
+            c.init_from = ""
     else:
         c.name = "none"
     return c

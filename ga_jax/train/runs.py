@@ -58,7 +58,8 @@ def single_device_abstract(abstract: Any) -> Any:
 
 def abstract_params(config: Any) -> Any:
     """The parameter shapes of a run's model from its config: the VAE (config.task 'vae' or
-    absent) or a flow stage (task 'flow': the DiT and a trainable conditioner)."""
+    absent), a flow stage (task 'flow': the DiT and a trainable conditioner) or the image
+    encoder's pretraining (task 'image_text')."""
     task = config.get("task", "vae")
     if task == "vae":
         from ga_jax.models.vae.vae import abstract_variables, build_vae  # noqa: PLC0415
@@ -73,7 +74,11 @@ def abstract_params(config: Any) -> Any:
             init_stage_params, build_dit(config.model), build_conditioner(config.condition)
         )
         return jax.eval_shape(init, jax.random.key(0))
-    raise ValueError(f"config.task: expected 'vae' or 'flow', got {task!r}")
+    if task == "image_text":
+        from ga_jax.train.tasks.image_text import ImageTextTask  # noqa: PLC0415
+
+        return jax.eval_shape(ImageTextTask(config).init_params, jax.random.key(0))
+    raise ValueError(f"config.task: expected 'vae', 'flow' or 'image_text', got {task!r}")
 
 
 def params_field(config: Any) -> str:

@@ -51,6 +51,8 @@ def test_real_split_holds_out_chunk_3_of_every_object(monkeypatch):
         "configs/flow/paper.py:2,text",
         "configs/sample/default.py",
         "configs/sample/edit.py:random_tiny",
+        "configs/image_text/synthetic.py",
+        "configs/image_text/synthetic.py:tiny",
     ],
 )
 def test_flow_and_sample_configs_load(spec):
@@ -75,3 +77,5 @@ def test_bad_config_variants_are_named():
         load_config("configs/flow/paper.py:3,text")
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_config("configs/flow/huge.py")
+    with pytest.raises(ValueError, match="configs/image_text/synthetic.py: variant"):
+        load_config("configs/image_text/synthetic.py:huge")

@@ -12,6 +12,7 @@ __all__ = ["TASKS", "make_task"]
 TASKS = {
     "vae": "ga_jax.train.tasks.vae:VaeTask",
     "flow": "ga_jax.train.tasks.flow:FlowTask",
+    "image_text": "ga_jax.train.tasks.image_text:ImageTextTask",
 }
 
 

@@ -15,6 +15,8 @@ The condition comes from config.condition (ga_jax.models.conditioning.build): a 
 encoder's weights are frozen parameters (an argument of the jitted step, from `frozen()`), a
 trainable one's (the small image encoder) are trained with the DiT under params['condition'].
 The host batch's captions / views are turned into the encoder's arrays in `device_batch`.
+condition.init_from starts the trainable encoder from an image-text run's export
+(ga_jax/train/tasks/image_text.py) instead of a random init.
 
 Evaluation: each evaluation batch's conditions sampled with eval.sampler (Euler by default),
 scored against the batch's own data: Chamfer distance (stage 1, in the latent frame) or the
@@ -41,6 +43,8 @@ from ga_jax.flow.scaling import stage_scaling
 from ga_jax.losses.flow import flow_draws, flow_matching_loss
 from ga_jax.metrics.pointcloud import chamfer_distance
 from ga_jax.models.conditioning.build import build_conditioner
+from ga_jax.models.conditioning.caption_cache import CaptionFeatureCache
+from ga_jax.models.conditioning.image_encoder import with_values
 from ga_jax.models.flow.build import build_dit
 from ga_jax.models.flow.flops import dit_train_flops
 from ga_jax.models.flow.stage import StageVelocity, init_stage_params
@@ -111,16 +115,24 @@ class FlowTask(Task):
         self.conditioner = build_conditioner(config.condition)
         # condition.cache_features: a frozen text encoder's output computed once per caption
         # on the host (the captions repeat; the encoder's forward was half a small step).
-        self._feature_cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self._feature_cache = None
         if config.condition.get("cache_features", False):
             if self.conditioner.trainable:
                 raise ValueError(
                     "condition.cache_features: only a frozen conditioner's features can be "
                     f"cached; {config.condition.name!r} is trained with the DiT"
                 )
-            self._feature_cache = {}
-            self._cache_params = None
-            self._cache_apply = jax.jit(self.conditioner.apply)
+            self._feature_cache = CaptionFeatureCache(self.conditioner)
+        # condition.init_from: the trainable encoder starts from an image-text run's export.
+        init_from = config.condition.get("init_from", "")
+        self._pretrained_condition = None
+        if init_from:
+            if not hasattr(self.conditioner, "read_pretrained"):
+                raise ValueError(
+                    f"condition.init_from: {config.condition.name!r} has no pretrained start "
+                    "(only the trainable image encoder has)"
+                )
+            self._pretrained_condition = self.conditioner.read_pretrained(init_from)
         standardise_from_data(config)
         self.flow = config.flow
         # Stage 2's grid decodes with a VAE run's decoder (frozen); stage 1 needs none.
@@ -148,7 +160,13 @@ class FlowTask(Task):
     # -- state -------------------------------------------------------------------------------
 
     def init_params(self, rng: jax.Array) -> Any:
-        return init_stage_params(self.model, self.conditioner, rng)
+        params = init_stage_params(self.model, self.conditioner, rng)
+        if self._pretrained_condition is not None:
+            where = f"condition.init_from: {self.config.condition.init_from}"
+            params["condition"] = with_values(
+                params["condition"], self._pretrained_condition, where
+            )
+        return params
 
     def frozen(self) -> Any:
         """{'condition': a frozen encoder's weights, 'vae': the grid's VAE} (None if not)."""
@@ -238,7 +256,7 @@ class FlowTask(Task):
         """xyz, h and the conditioner's arrays of the captions / views (or, with
         condition.cache_features, the captions' cached features)."""
         if self._feature_cache is not None:
-            condition = self._cached_features([str(c) for c in host_batch["caption"]])
+            condition = self._feature_cache.features([str(c) for c in host_batch["caption"]])
         else:
             condition = self.conditioner.prepare(
                 captions=host_batch.get("caption"), images=host_batch.get("image")
@@ -247,20 +265,6 @@ class FlowTask(Task):
             "xyz": np.asarray(host_batch["xyz"], np.float32),
             "h": np.asarray(host_batch["h"], np.float32),
             "condition": condition,
-        }
-
-    def _cached_features(self, captions: list[str]) -> dict[str, np.ndarray]:
-        missing = sorted({c for c in captions if c not in self._feature_cache})
-        if missing:
-            if self._cache_params is None:
-                self._cache_params = self.conditioner.load()
-            inputs = self.conditioner.prepare(captions=np.asarray(missing))
-            context, pooled = jax.device_get(self._cache_apply(self._cache_params, inputs))
-            for i, caption in enumerate(missing):
-                self._feature_cache[caption] = (context[i], pooled[i])
-        return {
-            "context": np.stack([self._feature_cache[c][0] for c in captions]),
-            "pooled": np.stack([self._feature_cache[c][1] for c in captions]),
         }
 
     def evaluate(self, params, batch, frozen):
