@@ -132,7 +132,14 @@ class FlowTask(Task):
                     f"condition.init_from: {config.condition.name!r} has no pretrained start "
                     "(only the trainable image encoder has)"
                 )
-            self._pretrained_condition = self.conditioner.read_pretrained(init_from)
+            try:
+                self._pretrained_condition = self.conditioner.read_pretrained(init_from)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(
+                    f"condition.init_from: {e} (export the image-text run first, "
+                    "configs/image_text/synthetic.py; or set condition.init_from='' for a "
+                    "random start)"
+                ) from e
         standardise_from_data(config)
         self.flow = config.flow
         # Stage 2's grid decodes with a VAE run's decoder (frozen); stage 1 needs none.
