@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the small synthetic-set models (issue 17) from nothing, step by step: the data, the
-# KL-0 VAE, the latent dataset, the two text flow stages, and their float16 model files.
+# KL-0 VAE, the latent dataset, the two text flow stages (with CONDITIONS including image: the
+# image encoder's pretraining and the two image stages), and their float16 model files.
 #
 #     GA_JAX_DATA_ROOT=/path/to/data [CONDITIONS="text image"] \
 #         launch/synthetic_models.sh [VAE_MINUTES] [FLOW_STEPS]
@@ -81,7 +82,16 @@ all_latents() {  # training sets leave out the held-out combinations
   wait $first
 }
 
+image_encoder() {  # the image stages start from the caption-contrastive pretrained encoder
+  $PY -m launch.train --config=configs/image_text/synthetic.py --workdir=outputs/image_text
+  $PY -m launch.export_model --workdir=outputs/image_text --dtype=float32 \
+    --out=outputs/image_text/encoder.safetensors
+}
+
 stage_flows() {  # CONDITION: both stages side by side
+  if [[ $1 == image ]]; then
+    step image_encoder image_encoder
+  fi
   flow "stage1_$1" &
   local first=$!
   flow "stage2_$1"
