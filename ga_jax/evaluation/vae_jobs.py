@@ -19,7 +19,11 @@ Extraction: every record of every chunk (both halves, so an object with 3 chunks
 encodings) is encoded; the FPS points, a posterior sample, the mean and the log-variance are
 written per object in the latent dataset format (ga_jax/data/latents.py), with the caption
 and, optionally, the object's views at `cond_size` px without its top and bottom views
-(views 0 and 8 of a chunk) as conditioning images.
+(views 0 and 8 of a chunk) as conditioning images. Each object is written as soon as the
+ordered pass is beyond its records, so host memory holds about a batch of objects; every
+object keeps the encoding count all objects have, and an object that lost records (a bad
+record skipped, or the last incomplete batch) is left out with a warning and counted in the
+index metadata ('left_out_incomplete').
 """
 
 from __future__ import annotations
@@ -229,8 +233,77 @@ def extract_latents(
     rules = config.mesh.get("rules")
     data = _ordered(config.data)
     source = make_source(data)
+    # Record 2c and 2c + 1 encode chunk c; the ordered pass reads records in index order, so an
+    # object is complete once the pass is beyond its last record, and is written then: host
+    # memory holds the objects of about one batch, not the dataset.
+    last_record: dict[str, int] = {}
+    records: collections.Counter[str] = collections.Counter()
+    for c, chunk in enumerate(source.chunks):
+        last_record[_object_of(chunk)] = 2 * c + 1
+        records[_object_of(chunk)] += 2
+    excluded = set()
+    if exclude_heldout_combos:
+        excluded = {
+            _object_of(chunk)
+            for c, chunk in enumerate(source.chunks)
+            if has_heldout_combo(source.caption(2 * c))
+        }
+        log.info(
+            "leaving out %d objects whose captions name a held-out shape/colour combination",
+            len(excluded),
+        )
+    kept = [name for name in records if name not in excluded]
+    if not kept:
+        raise ValueError(f"data: no object to encode in {data.gbuffer_root}")
+    # Every object keeps the encodings every object has (objects may have more chunks).
+    encodings = min(records[name] for name in kept)
+    writer = None
+    if jax.process_index() == 0:  # one copy of the dataset: process 0 writes it
+        writer = LatentWriter(
+            out,
+            num_points=int(config.model.num_points),
+            latent_dim=int(config.model.latent_dim),
+            metadata={
+                "vae_workdir": str(workdir),
+                "cond_size": cond_size,
+                "gbuffer_root": str(data.gbuffer_root),
+                "excluded_heldout_combos": len(excluded),
+            },
+        )
+    incomplete: list[str] = []
+    complete: list[str] = []
+
+    def finish(name: str, entry: _Pending) -> None:
+        """Write a complete object (process 0), or count it when records went missing (bad
+        records skipped, or cut by the last incomplete batch)."""
+        count = len(entry.arrays["xyz"])
+        if count < encodings:
+            incomplete.append(name)
+            log.warning(
+                "object %s: %d of %d encodings (bad records or the last incomplete batch); "
+                "left out",
+                name,
+                count,
+                encodings,
+            )
+            return
+        complete.append(name)
+        if writer is None:
+            return
+        stacked = {k: np.stack(v[:encodings]) for k, v in entry.arrays.items()}
+        cond = {}
+        if cond_size > 0:
+            chunks = sorted({c for c in source.chunks if _object_of(c) == name})
+            images, cameras = _cond_images(
+                [source.gbuffer_root / c for c in chunks], data.views_per_half, cond_size
+            )
+            cond = {"cond_images": images, "cond_cameras": cameras}
+        writer.add(name, entry.caption, **stacked, **cond)
+
     with rules_context(mesh, rules):
         model, params, step = restore_vae(config, workdir, mesh)
+        if writer is not None:
+            writer.metadata["vae_step"] = step
 
         @jax.jit
         def encode(params, encoder_input, fps_xyz, rng):
@@ -262,6 +335,8 @@ def extract_latents(
             for i, record in enumerate(host["record_index"]):
                 rec = source[int(record)]
                 name = _object_of(rec.chunk)
+                if name in excluded:
+                    continue
                 entry = pending.setdefault(name, _Pending(source.caption(int(record))))
                 for key, value in (
                     ("xyz", host["fps_xyz"][i]),
@@ -270,52 +345,21 @@ def extract_latents(
                     ("sample", sample[i]),
                 ):
                     entry.arrays[key].append(np.asarray(value))
+            passed = int(np.max(host["record_index"]))
+            for name in [m for m in pending if last_record[m] <= passed]:
+                finish(name, pending.pop(name))
         loader.close()
-    excluded = []
-    if exclude_heldout_combos:
-        excluded = [n for n, p in pending.items() if has_heldout_combo(p.caption)]
-        for name in excluded:
-            del pending[name]
-        log.info(
-            "left out %d objects whose captions name a held-out shape/colour combination",
-            len(excluded),
-        )
-    counts = {len(p.arrays["xyz"]) for p in pending.values()}
-    encodings = min(counts) if counts else 0
-    if encodings == 0:
+    for name in list(pending):  # cut by the end of the pass
+        finish(name, pending.pop(name))
+    if not complete:
         raise ValueError(f"data: no full batch of records in {data.gbuffer_root}")
-    if max(counts) > encodings:
-        log.warning(
-            "objects have %d to %d encodings (the last batch was incomplete); every object "
-            "keeps %d",
-            encodings,
-            max(counts),
-            encodings,
-        )
-    if jax.process_index() != 0:  # one copy of the dataset: process 0 writes it
+    # Objects none of whose records was encoded (after the last full batch) never started.
+    never = len(kept) - len(complete) - len(incomplete)
+    if never:
+        log.warning("%d objects after the last full batch were not encoded; left out", never)
+    if writer is None:
         return Path(out)
-    with LatentWriter(
-        out,
-        num_points=int(config.model.num_points),
-        latent_dim=int(config.model.latent_dim),
-        metadata={
-            "vae_workdir": str(workdir),
-            "vae_step": step,
-            "cond_size": cond_size,
-            "gbuffer_root": str(data.gbuffer_root),
-            "excluded_heldout_combos": len(excluded),
-        },
-    ) as writer:
-        for name, entry in pending.items():
-            # Objects cut by the last incomplete batch keep the encodings every object has.
-            stacked = {k: np.stack(v[:encodings]) for k, v in entry.arrays.items()}
-            cond = {}
-            if cond_size > 0:
-                chunks = sorted({c for c in source.chunks if _object_of(c) == name})
-                images, cameras = _cond_images(
-                    [source.gbuffer_root / c for c in chunks], data.views_per_half, cond_size
-                )
-                cond = {"cond_images": images, "cond_cameras": cameras}
-            writer.add(name, entry.caption, **stacked, **cond)
-    log.info("wrote %d objects x %d encodings to %s", len(pending), encodings, out)
+    writer.metadata["left_out_incomplete"] = len(incomplete) + never
+    writer.close()
+    log.info("wrote %d objects x %d encodings to %s", len(complete), encodings, out)
     return Path(out)

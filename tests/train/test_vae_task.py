@@ -92,6 +92,16 @@ def test_smoke_train_then_evaluate_and_extract(fake_roots, tmp_path, monkeypatch
     )
     assert left_out >= 1 and len(kept) == 4 - left_out
     assert kept.metadata["excluded_heldout_combos"] == left_out
+    # Batches of 5 of the 8 records (2 per object): one full batch, records 0-4. Objects 0
+    # and 1 are written whole; object 2 (1 of 2 encodings) and object 3 (none) are left out
+    # and counted, and nobody's encodings are cut.
+    monkeypatch.undo()
+    with c.unlocked():
+        c.data.batch_size = 5
+    cut = LatentDataset(extract_latents(c, tmp_path, tmp_path / "cut"))
+    assert len(cut) == 2 and cut.encodings == 2
+    assert [item["instance_id"] for item in cut] == [item["instance_id"] for item in latents][:2]
+    assert cut.metadata["left_out_incomplete"] == 2
 
 
 def test_child_distance_by_hand():
