@@ -40,7 +40,7 @@ from ga_jax.export import FORMATS, export
 from ga_jax.flow.guidance import Guidance, guide
 from ga_jax.flow.samplers import Known, SampleResult, SamplerSettings, initial_noise, sample
 from ga_jax.flow.scaling import StageScaling, stage_scaling
-from ga_jax.models.conditioning.build import build_conditioner
+from ga_jax.models.conditioning.build import build_conditioner, sampling_fields
 from ga_jax.models.flow.build import build_dit
 from ga_jax.models.flow.dit import PointDiT
 from ga_jax.models.flow.stage import StageVelocity, SwitchedPoints, init_stage_params
@@ -222,7 +222,7 @@ class Pipeline:
                     f"{path}: expected a stage-{stage} flow model, its config has stage "
                     f"{config.get('stage')!r} (task {config.get('task')!r})"
                 )
-            conditions.append(config.condition.to_dict())
+            conditions.append(sampling_fields(config.condition))
             stages.append(_stage(config, build_dit(config.model), params))
         if conditions[0] != conditions[1]:
             raise ValueError(

@@ -395,3 +395,23 @@ def test_demo_writes_both_objects_in_every_format_asked(tiny_models, tmp_path, c
             assert (out / name / f"object{suffix}").is_file()
         assert (out / name / "latent.npz").is_file()
         assert f"{name:5s} sample (compile included)" in printed
+
+
+def test_stages_must_share_a_conditioner_but_not_their_training_start(tiny_models, tmp_path):
+    """condition.init_from says where training started (the image encoder's pretraining); two
+    stages differing only there form one Pipeline, any other condition field is refused."""
+    from ga_jax.weights.model_files import read_model_file, write_model_file
+
+    def stage1_with(**fields):
+        config, params, manifest = read_model_file(tiny_models / "stage1_text.safetensors")
+        with config.unlocked():
+            config.condition.update(fields)
+        path = tmp_path / f"stage1_{len(list(tmp_path.iterdir()))}.safetensors"
+        write_model_file(path, config, params, dtype="float32", manifest=manifest)
+        return path
+
+    vae, stage2 = tiny_models / "vae.safetensors", tiny_models / "stage2_text.safetensors"
+    pipe = Pipeline.from_runs(vae, stage1_with(init_from="/gone/encoder.safetensors"), stage2)
+    assert pipe.stages[1].params is not None  # built: the start did not split them
+    with pytest.raises(ValueError, match="different conditioners"):
+        Pipeline.from_runs(vae, stage1_with(image_size=99), stage2)

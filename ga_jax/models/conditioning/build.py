@@ -96,6 +96,17 @@ class NullConditioner(Conditioner):
         return jnp.zeros((b, 1, self.context_dim)), jnp.zeros((b, self.pooled_dim))
 
 
+# Fields that only decide how training starts (the image encoder's pretrained export): two
+# stages trained from different starts use one conditioner at sampling.
+TRAINING_ONLY_FIELDS = ("init_from",)
+
+
+def sampling_fields(cfg: Any) -> dict[str, Any]:
+    """The condition config's fields that matter once a stage is trained."""
+    fields = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    return {k: v for k, v in fields.items() if k not in TRAINING_ONLY_FIELDS}
+
+
 def build_conditioner(cfg: Any) -> Conditioner:
     """The conditioner named by cfg.name (fields per conditioner: see its module)."""
     name = field(cfg, "name", None)
