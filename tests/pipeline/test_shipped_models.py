@@ -17,18 +17,21 @@ from ga_jax.pipeline.generate import DEFAULT_MODELS, Pipeline
 
 
 def test_the_manifest_lists_what_ships():
-    """Every file the manifest lists is there with its recorded size; the text stages, the VAE
-    and the judges ship, under the issue's 50 MB, with the measurements made on them."""
+    """Every file the manifest lists is there with its recorded size; the text and image
+    stages, the VAE and the judges ship, under the issue's 50 MB, with the measurements made
+    on them."""
     manifest = json.loads((DEFAULT_MODELS / "manifest.json").read_text())
     entries = {**manifest["models"], **manifest["files"]}
-    assert {"vae", "stage1_text", "stage2_text", "judges"} <= set(entries)
+    assert {"vae", "stage1_text", "stage2_text", "stage1_image", "stage2_image", "judges"} <= set(
+        entries
+    )
     total = 0
     for name, entry in entries.items():
         path = DEFAULT_MODELS / entry["file"]
         assert path.stat().st_size == entry["bytes"], name
         total += entry["bytes"]
     assert total < 50e6
-    assert {"text", "points", "edit"} <= set(manifest["measurements"])
+    assert {"text", "image", "points", "edit"} <= set(manifest["measurements"])
     # The editing default is the strength the edit measurement was made with.
     strength = manifest["sampling"]["stage2_text"]["edit_strength"]
     assert f"--edit_strength={strength}" in manifest["measurements"]["edit"]["command"]
