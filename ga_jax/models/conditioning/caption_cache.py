@@ -29,6 +29,10 @@ class CaptionFeatureCache:
         self._params = None
         self._features: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
+    def __len__(self) -> int:
+        """The number of distinct captions encoded so far."""
+        return len(self._features)
+
     def features(self, captions: list[str]) -> dict[str, np.ndarray]:
         missing = sorted({c for c in captions if c not in self._features})
         if missing:
