@@ -38,7 +38,7 @@ from absl import app, flags
 from ga_jax.export import export
 from ga_jax.flow.samplers import SamplerSettings
 from ga_jax.pipeline import edit
-from ga_jax.pipeline.generate import DEFAULT_MODELS, Pipeline, Sample
+from ga_jax.pipeline.generate import DEFAULT_MODELS, OUT_OF_DISTRIBUTION, Pipeline, Sample
 from ga_jax.pipeline.jobs import parse_region, parse_vector
 from ga_jax.weights.model_files import models_directory_files
 from kernels.native_composite import available as native_unavailable
@@ -50,6 +50,7 @@ import gradio as gr  # noqa: E402
 log = logging.getLogger(__name__)
 
 CONDITIONS = ("text", "image")
+
 # The files each result gets (ga_jax.export FORMATS); 'glb' is also the 3D view.
 FORMATS = ("ply", "3dgs", "glb", "gif")
 # The 3D view's background (RGBA in 0..1): opaque white, so that an empty view is known.
@@ -275,6 +276,7 @@ def build_ui(models: Models, out_root: str | Path, **render) -> gr.Blocks:
                                 interactive=not reason,
                                 elem_id="image",
                             )
+                            gr.Markdown(f"Note: {OUT_OF_DISTRIBUTION}.", elem_id="image_note")
                         button = gr.Button(
                             f"Generate from {condition}",
                             variant="primary",

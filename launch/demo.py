@@ -25,7 +25,7 @@ from PIL import Image
 from ga_jax.data.synthetic import make_object, render_views
 from ga_jax.data.synthetic.cameras import orbit_cameras
 from ga_jax.export import FORMATS, export
-from ga_jax.pipeline.generate import DEFAULT_MODELS, Pipeline
+from ga_jax.pipeline.generate import DEFAULT_MODELS, OUT_OF_DISTRIBUTION, Pipeline
 from ga_jax.pipeline.jobs import read_image
 from ga_jax.pipeline.sample_files import write_sample
 
@@ -93,6 +93,8 @@ def main(argv):
     print(f"models: {models}")
     timings = {"text": generate("text", out, "text", prompt=_PROMPT.value)}
     image_path = Path(_IMAGE.value) if _IMAGE.value else demo_image(out / "input.png")
+    if _IMAGE.value:
+        print(f"input image: {image_path} (note: {OUT_OF_DISTRIBUTION})")
     try:
         image = read_image(image_path)
         timings["image"] = generate("image", out, "image", image=image)

@@ -68,6 +68,11 @@ EDIT_STRENGTH = 1.0
 # The embedded default: the small models trained on the synthetic set (docs/results.md),
 # shipped inside the package.
 DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "pretrained" / "synthetic"
+# What the demo and the app say beside an image a user gives them.
+OUT_OF_DISTRIBUTION = (
+    "the synthetic-set models know only renders of primitive shapes on white (one object, "
+    "centred): a real photograph is out of their distribution"
+)
 
 
 @dataclasses.dataclass(frozen=True)

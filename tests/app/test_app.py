@@ -88,7 +88,7 @@ def test_missing_image_stages_give_a_message_not_a_crash(models, tmp_path):
     ids = {getattr(b, "elem_id", None) for b in ui.blocks.values()}
     expected = {"prompt", "generate_text", "image", "generate_image", "image_unavailable"}
     expected |= {"seed", "steps", "guidance", "region", "center", "size", "op", "vector"}
-    expected |= {"apply_edit", "view", "turntable", "downloads", "info"}
+    expected |= {"apply_edit", "view", "turntable", "downloads", "info", "image_note"}
     assert expected <= ids
     [button] = [b for b in ui.blocks.values() if getattr(b, "elem_id", None) == "generate_image"]
     assert button.interactive is False
