@@ -237,10 +237,10 @@ def extract_latents(
     # object is complete once the pass is beyond its last record, and is written then: host
     # memory holds the objects of about one batch, not the dataset.
     last_record: dict[str, int] = {}
-    records: collections.Counter[str] = collections.Counter()
+    chunks_of: dict[str, list[str]] = collections.defaultdict(list)
     for c, chunk in enumerate(source.chunks):
         last_record[_object_of(chunk)] = 2 * c + 1
-        records[_object_of(chunk)] += 2
+        chunks_of[_object_of(chunk)].append(chunk)
     excluded = set()
     if exclude_heldout_combos:
         excluded = {
@@ -252,11 +252,11 @@ def extract_latents(
             "leaving out %d objects whose captions name a held-out shape/colour combination",
             len(excluded),
         )
-    kept = [name for name in records if name not in excluded]
+    kept = [name for name in chunks_of if name not in excluded]
     if not kept:
         raise ValueError(f"data: no object to encode in {data.gbuffer_root}")
     # Every object keeps the encodings every object has (objects may have more chunks).
-    encodings = min(records[name] for name in kept)
+    encodings = min(2 * len(chunks_of[name]) for name in kept)
     writer = None
     if jax.process_index() == 0:  # one copy of the dataset: process 0 writes it
         writer = LatentWriter(
@@ -293,9 +293,10 @@ def extract_latents(
         stacked = {k: np.stack(v[:encodings]) for k, v in entry.arrays.items()}
         cond = {}
         if cond_size > 0:
-            chunks = sorted({c for c in source.chunks if _object_of(c) == name})
             images, cameras = _cond_images(
-                [source.gbuffer_root / c for c in chunks], data.views_per_half, cond_size
+                [source.gbuffer_root / c for c in sorted(chunks_of[name])],
+                data.views_per_half,
+                cond_size,
             )
             cond = {"cond_images": images, "cond_cameras": cameras}
         writer.add(name, entry.caption, **stacked, **cond)

@@ -71,7 +71,6 @@ def _normalised(x: jax.Array) -> jax.Array:
 class ImageTextTask(Task):
     """The image encoder of config.condition against config.text (a frozen text encoder)."""
 
-    rng_streams = ()
     log_metrics = ("retrieval",)
 
     def __init__(self, config):
